@@ -1,0 +1,37 @@
+# Two commands on a fresh machine: `make sync` (real portal) and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+SPP := $(BIN)/spp
+DB ?= data/spp.duckdb
+DEMO_PORT ?= 8765
+
+.PHONY: venv sync demo test models status bench clean
+
+$(BIN)/spp: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -c constraints.txt -e ".[test]"
+	touch $(BIN)/spp
+
+venv: $(BIN)/spp
+
+## Sync from the real portal into $(DB) and build the models.
+sync: venv
+	$(SPP) sync --db $(DB)
+
+## The same against the bundled local replica, offline.
+demo: venv
+	$(BIN)/python -m pipelines.demo --db $(DB) --port $(DEMO_PORT)
+
+test: venv
+	$(BIN)/pytest -q
+
+models: venv
+	$(SPP) models --db $(DB)
+
+status: venv
+	$(SPP) status --db $(DB)
+
+clean:
+	rm -rf $(VENV) .pytest_cache data/spp.duckdb data/spp.duckdb.wal data/spp.duckdb.lock data/.spp.duckdb.dlt

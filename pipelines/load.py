@@ -1,0 +1,255 @@
+"""Load: merge one window of the export into DuckDB with dlt, as Arrow tables in Parquet files.
+
+Two tables, both merged (delete-insert) in the `raw` dataset:
+  raw.experiences             one row per id_experience
+  raw.experiences__responses  one row per (id_experience, slot); merge key id_experience, so a
+                              reloaded experience gets its response rows replaced as a whole
+Rows are compared with what the database holds for the same window (a hash of the full API
+row, kept in `_row_hash`): unchanged rows are not loaded at all, so a no-op sync writes
+nothing. Experiences the window no longer contains are deleted through dlt's `hard_delete`
+column `_deleted` (always NULL on stored rows).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import dlt
+import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pipelines.errors import DatabaseError
+from pipelines.fields import CURSOR, PRIMARY_KEY
+from pipelines.reshape import split
+
+DATASET = "raw"
+PARENT = "experiences"
+CHILD = "experiences__responses"
+PIPELINE_NAME = "spp_experiences"
+MERGE = {"disposition": "merge", "strategy": "delete-insert"}
+DELETED = "_deleted"
+ROW_HASH = "_row_hash"
+# Part of every row hash: bump it when reshaping changes, so the next sync reloads every row.
+ROW_FORMAT_VERSION = 1
+PARENT_HINTS = dlt.mark.make_hints(
+    table_name=PARENT, write_disposition=MERGE, primary_key=PRIMARY_KEY,
+    columns={DELETED: {"data_type": "bool", "hard_delete": True}, CURSOR: {"data_type": "date"}},
+)
+CHILD_HINTS = dlt.mark.make_hints(
+    table_name=CHILD, write_disposition=MERGE, primary_key=[PRIMARY_KEY, "slot"], merge_key=PRIMARY_KEY,
+    columns={DELETED: {"data_type": "bool", "hard_delete": True}},
+)
+
+# dlt settings this tool relies on; environment or .dlt/config.toml can still override them.
+DLT_DEFAULTS = {
+    "LOAD__TRUNCATE_STAGING_DATASET": "true",   # do not keep a second copy of each load in raw_staging
+    "RUNTIME__DLTHUB_TELEMETRY": "false",
+    "RUNTIME__LOG_LEVEL": "ERROR",
+}
+
+
+@dataclass
+class Window:
+    """A slice of the export by send date: lo <= ecrit_le < hi, plus the null dates if `nulls`."""
+
+    lo: object = None  # datetime.date or None
+    hi: object = None
+    nulls: bool = False
+
+    def odsql(self) -> str | None:
+        parts = []
+        if self.lo:
+            parts.append(f"{CURSOR} >= date'{self.lo.isoformat()}'")
+        if self.hi:
+            parts.append(f"{CURSOR} < date'{self.hi.isoformat()}'")
+        bounded = " AND ".join(parts)
+        if self.nulls:
+            return f"({bounded}) OR {CURSOR} is null" if bounded else None
+        return bounded or f"{CURSOR} is not null"
+
+    def sql(self) -> str:
+        parts = []
+        if self.lo:
+            parts.append(f"{CURSOR} >= DATE '{self.lo.isoformat()}'")
+        if self.hi:
+            parts.append(f"{CURSOR} < DATE '{self.hi.isoformat()}'")
+        bounded = " AND ".join(parts) or f"{CURSOR} IS NOT NULL"
+        return f"(({bounded}) OR {CURSOR} IS NULL)" if self.nulls else f"({bounded})"
+
+    def __str__(self) -> str:
+        lo = self.lo.isoformat() if self.lo else "start"
+        hi = self.hi.isoformat() if self.hi else "end"
+        return f"[{lo} .. {hi}){' + undated' if self.nulls else ''}"
+
+
+@dataclass
+class Counts:
+    fetched: int = 0
+    new: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    removed: int = 0
+    duplicates: int = 0
+    responses: int = 0
+
+    def add(self, other: "Counts") -> None:
+        for k in self.__dataclass_fields__:
+            setattr(self, k, getattr(self, k) + getattr(other, k))
+
+
+def make_pipeline(db_path: Path) -> dlt.Pipeline:
+    for key, value in DLT_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+    return dlt.pipeline(
+        pipeline_name=PIPELINE_NAME,
+        pipelines_dir=str(db_path.parent / f".{db_path.name}.dlt"),
+        destination=dlt.destinations.duckdb(str(db_path)),
+        dataset_name=DATASET,
+    )
+
+
+def table_exists(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:
+    return bool(con.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?", [schema, table]
+    ).fetchone()[0])
+
+
+@dataclass
+class ChangeDetector:
+    """Compares fetched rows with the stored ones of the same window, by id and row hash."""
+
+    existing: pa.Table  # id_experience, _row_hash of the stored rows in the window
+    counts: Counts = field(default_factory=Counts)
+
+    def __post_init__(self):
+        self.con = duckdb.connect()
+        self.con.register("existing_arrow", self.existing)
+        self.con.execute("CREATE TABLE existing AS SELECT * FROM existing_arrow")
+        self.con.execute(f"CREATE TABLE fetched ({PRIMARY_KEY} BIGINT)")
+        self.con.unregister("existing_arrow")
+
+    @classmethod
+    def for_window(cls, db_path: Path, window: Window) -> "ChangeDetector":
+        empty = pa.table({PRIMARY_KEY: pa.array([], pa.int64()), ROW_HASH: pa.array([], pa.int64())})
+        if not db_path.exists():
+            return cls(empty)
+        con = duckdb.connect(str(db_path))
+        try:
+            if not table_exists(con, DATASET, PARENT):
+                return cls(empty)
+            existing = con.execute(f"SELECT {PRIMARY_KEY}, {ROW_HASH} FROM {DATASET}.{PARENT} WHERE {window.sql()}").to_arrow_table()
+            return cls(existing)
+        finally:
+            con.close()
+
+    def changed(self, table: pa.Table) -> pa.Table:
+        """The rows of `table` that are new or differ from the stored ones, with their `_row_hash`."""
+        table = self._last_wins(table)
+        self.counts.fetched += table.num_rows
+        self.con.register("batch", table)
+        # hash() over the whole row as a struct; shifted to fit a signed BIGINT column.
+        hashes = self.con.execute(f"SELECT (hash(b, {ROW_FORMAT_VERSION}) >> 1)::BIGINT AS h FROM batch b").to_arrow_table().column("h")
+        self.con.unregister("batch")
+        ids = pa.table({PRIMARY_KEY: table.column(PRIMARY_KEY), "pos": pa.array(range(table.num_rows), pa.int64())})
+        self.con.register("ids", ids)
+        dup = self.con.execute(f"SELECT count(*) FROM ids JOIN fetched USING ({PRIMARY_KEY})").fetchone()[0]
+        self.counts.duplicates += dup
+        old = self.con.execute(
+            f"SELECT e.{ROW_HASH} AS old FROM ids LEFT JOIN existing e USING ({PRIMARY_KEY}) ORDER BY ids.pos"
+        ).to_arrow_table().column("old")
+        self.con.execute(f"INSERT INTO fetched SELECT {PRIMARY_KEY} FROM ids")
+        self.con.unregister("ids")
+        is_new = pc.is_null(old)
+        same = pc.fill_null(pc.equal(old, hashes), False)
+        n_new = pc.sum(is_new).as_py() or 0
+        n_same = pc.sum(same).as_py() or 0
+        self.counts.new += n_new
+        self.counts.unchanged += n_same
+        self.counts.updated += table.num_rows - n_new - n_same
+        keep = pc.invert(same)
+        return table.append_column(ROW_HASH, hashes).filter(keep)
+
+    def _last_wins(self, table: pa.Table) -> pa.Table:
+        """Within one batch, a repeated id keeps its last row."""
+        ids = table.column(PRIMARY_KEY)
+        if pc.count_distinct(ids).as_py() == table.num_rows:
+            return table
+        positions = pa.table({"id": ids, "pos": pa.array(range(table.num_rows), pa.int64())})
+        last = positions.group_by("id").aggregate([("pos", "max")]).column("pos_max")
+        self.counts.duplicates += table.num_rows - len(last)
+        return table.take(pc.take(last, pc.sort_indices(last)))
+
+    def removed_ids(self) -> pa.Array:
+        return self.con.execute(
+            f"SELECT {PRIMARY_KEY} FROM existing ANTI JOIN fetched USING ({PRIMARY_KEY}) ORDER BY 1"
+        ).to_arrow_table().column(PRIMARY_KEY).combine_chunks()
+
+
+def _child_markers(ids: pa.Array) -> pa.Table:
+    """Rows that only carry the merge key: their delete clears every stored slot of these ids."""
+    return pa.table({PRIMARY_KEY: ids, "slot": pa.array([0] * len(ids), pa.int16()),
+                     DELETED: pa.array([True] * len(ids), pa.bool_())})
+
+
+def window_resource(batches: Iterator[pa.Table], detector: ChangeDetector):
+    """A dlt resource that yields the changed parent and response rows of one window, then deletions."""
+
+    @dlt.resource(name=PARENT, max_table_nesting=0)
+    def experiences():
+        for table in batches:
+            changed = detector.changed(table)
+            if not changed.num_rows:
+                continue
+            parent, responses = split(changed)
+            detector.counts.responses += responses.num_rows
+            parent = parent.append_column(DELETED, pa.nulls(parent.num_rows, pa.bool_()))
+            responses = responses.append_column(DELETED, pa.nulls(responses.num_rows, pa.bool_()))
+            yield dlt.mark.with_hints(parent, PARENT_HINTS)
+            markers = _child_markers(changed.column(PRIMARY_KEY).combine_chunks())
+            yield dlt.mark.with_hints(pa.concat_tables([markers, responses], promote_options="default"), CHILD_HINTS)
+        removed = detector.removed_ids()
+        detector.counts.removed = len(removed)
+        if len(removed):
+            yield dlt.mark.with_hints(pa.table({PRIMARY_KEY: removed, DELETED: pa.array([True] * len(removed))}), PARENT_HINTS)
+            yield dlt.mark.with_hints(_child_markers(removed), CHILD_HINTS)
+
+    return experiences
+
+
+def finish_pending(pipeline: dlt.Pipeline) -> bool:
+    """Complete a load a killed run left behind, before anything new is read from the database."""
+    if not pipeline.has_pending_data:
+        return False
+    pipeline.normalize()
+    pipeline.load()
+    return True
+
+
+def run_window(pipeline: dlt.Pipeline, resource) -> None:
+    try:
+        info = pipeline.run(resource, loader_file_format="parquet")
+    except Exception as e:  # dlt wraps everything in PipelineStepFailed
+        raise _explain(e) from e
+    if info.has_failed_jobs:
+        raise DatabaseError(f"the load into DuckDB failed: {info.load_packages[0].jobs['failed_jobs'][0].failed_message}")
+
+
+def _explain(e: Exception) -> Exception:
+    from pipelines.errors import SppError
+
+    inner = e
+    while inner.__cause__ is not None or inner.__context__ is not None:
+        if isinstance(inner, SppError):
+            return inner
+        inner = inner.__cause__ or inner.__context__
+    if isinstance(inner, SppError):
+        return inner
+    text = str(inner)
+    if "lock" in text.lower() and "conflicting" in text.lower():
+        return DatabaseError("the database file is open in another program (a BI tool or DuckDB shell?); "
+                             "close it and run again")
+    return e

@@ -1,0 +1,230 @@
+"""One sync: plan send-date windows, then fetch → reshape → load each, then build the models.
+
+The cursor is the latest send date in raw.experiences, read from the data itself, so it can
+never disagree with what was loaded. A run reads from the cursor minus the lookback (replies and
+tags change after publication), or from --since, or everything (first run, --full). Large reads
+are cut into windows of about --window-rows experiences, each committed on its own: an
+interrupted backfill resumes after the last committed window. Rows with no send date travel
+with the last window.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import fcntl
+import logging
+import math
+import os
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import duckdb
+
+from pipelines.errors import DatabaseError, LockedError
+from pipelines.fetch import Portal
+from pipelines.fields import CURSOR
+from pipelines.load import DATASET, PARENT, ChangeDetector, Counts, Window, finish_pending, make_pipeline, run_window, table_exists, window_resource
+from pipelines.models import build_models
+from pipelines.reshape import normalise, read_batches
+
+log = logging.getLogger("spp.sync")
+DEFAULT_BASE_URL = "https://opendata.plus.transformation.gouv.fr"
+DEFAULT_DATASET = "export-expa-c-riences"
+DEFAULT_DB = "data/spp.duckdb"
+DEFAULT_LOOKBACK_DAYS = 30
+DEFAULT_WINDOW_ROWS = 250_000
+EXPORT_FORMATS = ("jsonl", "parquet")
+
+
+@dataclass
+class SyncOptions:
+    db: Path
+    base_url: str = DEFAULT_BASE_URL
+    dataset: str = DEFAULT_DATASET
+    since: dt.date | None = None
+    lookback_days: int = DEFAULT_LOOKBACK_DAYS
+    full: bool = False
+    window_rows: int = DEFAULT_WINDOW_ROWS
+    export_format: str = "jsonl"
+    timeout: float = 60.0
+    max_quota_wait: float = 900.0
+    retries: int = 5
+    build_models: bool = True
+
+
+@dataclass
+class SyncSummary:
+    run_id: str
+    mode: str
+    started_at: dt.datetime
+    counts: Counts = field(default_factory=Counts)
+    cursor_before: dt.date | None = None
+    cursor_after: dt.date | None = None
+    windows: int = 0
+    resumed_pending_load: bool = False
+    load_seconds: float = 0.0
+    models_seconds: float = 0.0
+    duration_seconds: float = 0.0
+
+    def line(self) -> str:
+        c = self.counts
+        before = self.cursor_before.isoformat() if self.cursor_before else "none"
+        after = self.cursor_after.isoformat() if self.cursor_after else "none"
+        dup = f", {c.duplicates} duplicate ids (last kept)" if c.duplicates else ""
+        return (f"sync {self.mode} ok: fetched {c.fetched}, new {c.new}, updated {c.updated}, removed {c.removed}, "
+                f"unchanged {c.unchanged}{dup} | cursor {before} -> {after} | {self.windows} window(s) | "
+                f"{self.duration_seconds:.1f}s")
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d.update(d.pop("counts"))
+        return {k: (v.isoformat() if isinstance(v, (dt.date, dt.datetime)) else v) for k, v in d.items()}
+
+
+@contextlib.contextmanager
+def db_lock(db: Path):
+    """One sync per database. The OS drops the lock when its holder dies, even by SIGKILL."""
+    lock_path = db.with_name(db.name + ".lock")
+    fd = os.open(lock_path, os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "another process"
+            raise LockedError(f"another spp sync (pid {holder}) is already running on {db}; "
+                              "this run changed nothing, try again when it has finished") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield
+    finally:
+        os.close(fd)
+
+
+def read_cursor(db: Path) -> dt.date | None:
+    """The latest send date loaded, ignoring dates in the future (a typo must not stall the sync)."""
+    if not db.exists():
+        return None
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        if not table_exists(con, DATASET, PARENT):
+            return None
+        return con.execute(f"SELECT max({CURSOR}) FROM {DATASET}.{PARENT} WHERE {CURSOR} <= current_date + 1").fetchone()[0]
+    finally:
+        con.close()
+
+
+def plan_windows(portal: Portal, lower: dt.date | None, window_rows: int) -> list[Window]:
+    n, first, last = portal.bounds(Window(lo=lower).odsql())
+    if n <= window_rows or first is None or last is None or first >= last:
+        return [Window(lo=lower, nulls=True)]
+    k = math.ceil(n / window_rows)
+    step = max(1, math.ceil(((last - first).days + 1) / k))
+    cuts = []
+    cut = first + dt.timedelta(days=step)
+    while cut <= last:
+        cuts.append(cut)
+        cut += dt.timedelta(days=step)
+    bounds = [lower, *cuts, None]
+    windows = [Window(lo=bounds[i], hi=bounds[i + 1]) for i in range(len(bounds) - 1)]
+    windows[-1].nulls = True
+    return windows
+
+
+def check_db_path(db: Path) -> None:
+    if db.is_dir():
+        raise DatabaseError(f"--db {db} is a directory; give a file path such as {db / 'spp.duckdb'}")
+    parent = db.parent if str(db.parent) else Path(".")
+    if not parent.exists():
+        parent.mkdir(parents=True, exist_ok=True)
+    if not os.access(parent, os.W_OK) or (db.exists() and not os.access(db, os.W_OK)):
+        raise DatabaseError(f"cannot write to {db}; check its permissions or choose another --db")
+    if db.exists() and db.stat().st_size:
+        with open(db, "rb") as f:
+            head = f.read(16)
+        if head[8:12] != b"DUCK":
+            raise DatabaseError(f"{db} is not a DuckDB database; move it away or choose another --db")
+
+
+def sync(opts: SyncOptions, portal: Portal | None = None) -> SyncSummary:
+    db = Path(opts.db)
+    check_db_path(db)
+    started = time.monotonic()
+    mode = "full" if opts.full else ("since" if opts.since else "incremental")
+    summary = SyncSummary(run_id=uuid.uuid4().hex[:12], mode=mode, started_at=dt.datetime.now(dt.timezone.utc))
+    own_portal = portal is None
+    portal = portal or Portal(opts.base_url, opts.dataset, timeout=opts.timeout, max_quota_wait=opts.max_quota_wait,
+                              max_attempts=opts.retries + 1)
+    try:
+        with db_lock(db):
+            pipeline = make_pipeline(db)
+            summary.resumed_pending_load = finish_pending(pipeline)
+            summary.cursor_before = read_cursor(db)
+            if opts.full:
+                lower = None
+            elif opts.since:
+                lower = opts.since
+            elif summary.cursor_before:
+                lower = summary.cursor_before - dt.timedelta(days=opts.lookback_days)
+            else:
+                summary.mode = "initial"
+                lower = None
+            field_types = portal.field_types()
+            windows = plan_windows(portal, lower, opts.window_rows)
+            spool = Path(pipeline.working_dir) / "exports"
+            spool.mkdir(parents=True, exist_ok=True)
+            t_load = time.monotonic()
+            for i, window in enumerate(windows, 1):
+                log.info("window %d/%d %s: downloading", i, len(windows), window)
+                path = spool / f"window.{opts.export_format}"
+                size = portal.download(opts.export_format, window.odsql(), path)
+                log.info("window %d/%d: %.1f MB downloaded, loading", i, len(windows), size / 1e6)
+                detector = ChangeDetector.for_window(db, window)
+                batches = (normalise(b, field_types) for b in read_batches(path, opts.export_format, field_types))
+                run_window(pipeline, window_resource(batches, detector))
+                summary.counts.add(detector.counts)
+                summary.windows += 1
+                path.unlink(missing_ok=True)
+            summary.load_seconds = time.monotonic() - t_load
+            if opts.build_models:
+                t_models = time.monotonic()
+                build_models(db)
+                summary.models_seconds = time.monotonic() - t_models
+            summary.cursor_after = read_cursor(db)
+            summary.duration_seconds = time.monotonic() - started
+            record_run(db, summary)
+    finally:
+        if own_portal:
+            portal.close()
+    return summary
+
+
+RUNS_DDL = """
+CREATE SCHEMA IF NOT EXISTS ops;
+CREATE TABLE IF NOT EXISTS ops.sync_runs (
+    run_id VARCHAR PRIMARY KEY, mode VARCHAR, started_at TIMESTAMPTZ, finished_at TIMESTAMPTZ,
+    fetched BIGINT, new BIGINT, updated BIGINT, unchanged BIGINT, removed BIGINT, duplicates BIGINT,
+    responses BIGINT, cursor_before DATE, cursor_after DATE, windows INTEGER, resumed_pending_load BOOLEAN,
+    load_seconds DOUBLE, models_seconds DOUBLE, duration_seconds DOUBLE
+);
+"""
+
+
+def record_run(db: Path, s: SyncSummary) -> None:
+    c = s.counts
+    try:
+        con = duckdb.connect(str(db))
+    except duckdb.Error as e:
+        raise DatabaseError(f"cannot open {db} to record the run: {e}") from None
+    try:
+        con.execute(RUNS_DDL)
+        con.execute(
+            "INSERT INTO ops.sync_runs VALUES (?, ?, ?, now(), ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [s.run_id, s.mode, s.started_at, c.fetched, c.new, c.updated, c.unchanged, c.removed, c.duplicates,
+             c.responses, s.cursor_before, s.cursor_after, s.windows, s.resumed_pending_load,
+             s.load_seconds, s.models_seconds, s.duration_seconds],
+        )
+    finally:
+        con.close()

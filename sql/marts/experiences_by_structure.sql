@@ -1,0 +1,32 @@
+-- Per structure: experiences naming it, their sentiment counts, and how many it replied to.
+with experience_structures as (
+
+    select * from intermediate.int_experience_structures
+
+),
+
+aggregated as (
+
+    select
+        intitule_structure,
+        count(distinct id_experience) as experiences,
+        count(distinct id_experience) filter (where ressenti_usager = 'Négatif') as negatif,
+        count(distinct id_experience) filter (where ressenti_usager = 'Neutre') as neutre,
+        count(distinct id_experience) filter (where ressenti_usager = 'Positif') as positif,
+        count(distinct id_experience) filter (where has_response) as with_response
+    from experience_structures
+    group by intitule_structure
+
+),
+
+final as (
+
+    select
+        *,
+        round(with_response / experiences, 4) as response_rate
+    from aggregated
+
+)
+
+select * from final
+order by experiences desc, intitule_structure

@@ -1,0 +1,189 @@
+"""Shared fixtures: a real replica process on a free loopback port, the real CLI, real DuckDB files."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from pipelines.fields import FIELDS, SLOT_COUNT, SLOT_FIELDS
+from pipelines.replica.generator import Generator, read_jsonl, write_jsonl
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def spp(*args: str, env: dict | None = None, timeout: float = 300, check: bool = False) -> subprocess.CompletedProcess:
+    """Run the real command line in a child process."""
+    full_env = dict(os.environ, **(env or {}))
+    proc = subprocess.run([sys.executable, "-m", "pipelines.cli", *args], cwd=ROOT, env=full_env,
+                          capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"spp {' '.join(args)} exited {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
+    return proc
+
+
+class Replica:
+    """`spp replica` in its own process, serving a data file the test may rewrite."""
+
+    def __init__(self, data: Path, faults: Path | None = None):
+        self.data = Path(data)
+        args = [sys.executable, "-m", "pipelines.cli", "replica", "--port", "0", "--data", str(self.data)]
+        if faults:
+            args += ["--faults", str(faults)]
+        self.proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        line = self.proc.stdout.readline()
+        if " at http://" not in line:
+            self.proc.kill()
+            raise RuntimeError(f"replica did not start: {line}{self.proc.stderr.read()}")
+        self.url = line.strip().rsplit(" at ", 1)[1]
+
+    def rows(self) -> list[dict]:
+        return read_jsonl(self.data)
+
+    def write(self, rows: list[dict]) -> None:
+        # A new mtime is what makes the replica reload; make sure it moves.
+        before = self.data.stat().st_mtime_ns if self.data.exists() else 0
+        write_jsonl(rows, self.data)
+        if self.data.stat().st_mtime_ns == before:
+            os.utime(self.data, ns=(before + 1_000_000, before + 1_000_000))
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+@pytest.fixture
+def make_replica():
+    started = []
+
+    def start(data: Path, faults: Path | None = None) -> Replica:
+        r = Replica(data, faults)
+        started.append(r)
+        return r
+
+    yield start
+    for r in started:
+        r.stop()
+
+
+def generated(n: int, seed: int = 7, **kw) -> list[dict]:
+    return list(Generator(seed).experiences(n, **kw))
+
+
+@pytest.fixture
+def small_data(tmp_path) -> Path:
+    """600 experiences from 2024-01-01 to 2024-12-31, with a few undated ones."""
+    rows = generated(600, start=dt.date(2024, 1, 1), end=dt.date(2024, 12, 31))
+    for r in rows[::150]:
+        r["ecrit_le"] = None
+    path = tmp_path / "experiences.jsonl"
+    write_jsonl(rows, path)
+    return path
+
+
+# -- expected tables, computed from the served rows without the code under test
+
+PARENT_FIELDS = [n for n, _, _ in FIELDS if not any(n == f"{p}_{k}" for _, p, _ in SLOT_FIELDS for k in range(1, SLOT_COUNT + 1))]
+DATE_FIELDS = {n for n, _, t in FIELDS if t == "date"}
+
+
+def _value(name: str, v):
+    if v is None:
+        return None
+    if name in DATE_FIELDS:
+        return dt.date.fromisoformat(v)
+    return v
+
+
+def expected_parent(rows: list[dict]) -> dict[int, tuple]:
+    return {r["id_experience"]: tuple(_value(f, r.get(f)) for f in PARENT_FIELDS) for r in rows}
+
+
+def expected_responses(rows: list[dict]) -> dict[tuple[int, int], tuple]:
+    out = {}
+    for r in rows:
+        for k in range(1, SLOT_COUNT + 1):
+            vals = tuple(r.get(f"{prefix}_{k}") for _, prefix, _ in SLOT_FIELDS)
+            if any(v is not None and v != "" for v in vals):
+                vals = vals[:-1] + (None if vals[-1] is None else float(vals[-1]),)
+                out[(r["id_experience"], k)] = vals
+    return out
+
+
+def db_parent(db: Path) -> dict[int, tuple]:
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        cols = ", ".join(f'"{f}"' for f in PARENT_FIELDS)
+        return {row[0]: tuple(row) for row in con.execute(f"SELECT {cols} FROM raw.experiences").fetchall()}
+    finally:
+        con.close()
+
+
+def db_responses(db: Path) -> dict[tuple[int, int], tuple]:
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        cols = ", ".join(c for c, _, _ in SLOT_FIELDS)
+        rows = con.execute(f"SELECT id_experience, slot, {cols} FROM raw.experiences__responses").fetchall()
+        return {(r[0], r[1]): tuple(r[2:]) for r in rows}
+    finally:
+        con.close()
+
+
+def query(db: Path, sql: str) -> list[tuple]:
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()
+
+
+def table_dump(db: Path) -> dict[str, list[tuple]]:
+    """Every user table's full content, sorted: what 'the same database state' means in tests."""
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        tables = con.execute(
+            "SELECT table_schema, table_name FROM information_schema.tables WHERE table_type = 'BASE TABLE' "
+            "AND table_schema IN ('raw', 'marts') AND table_name NOT LIKE '\\_dlt%' ESCAPE '\\' ORDER BY 1, 2").fetchall()
+        return {f"{s}.{t}": sorted(con.execute(f'SELECT * FROM "{s}"."{t}"').fetchall(), key=repr) for s, t in tables}
+    finally:
+        con.close()
+
+
+def assert_matches_replica(db: Path, rows: list[dict]) -> None:
+    """raw.experiences and raw.experiences__responses equal, row for row, what the replica served."""
+    got_parent, want_parent = db_parent(db), expected_parent(rows)
+    assert set(got_parent) == set(want_parent), (
+        f"ids differ: {len(set(got_parent) - set(want_parent))} extra, {len(set(want_parent) - set(got_parent))} missing")
+    for i, want in want_parent.items():
+        assert got_parent[i] == want, f"experience {i} differs:\n db:      {got_parent[i]}\n replica: {want}"
+    got_children, want_children = db_responses(db), expected_responses(rows)
+    assert set(got_children) == set(want_children), (
+        f"response keys differ: extra {sorted(set(got_children) - set(want_children))[:5]}, "
+        f"missing {sorted(set(want_children) - set(got_children))[:5]}")
+    for key, want in want_children.items():
+        assert got_children[key] == want, f"response {key} differs:\n db:      {got_children[key]}\n replica: {want}"
+
+
+def wait_for(predicate, timeout: float = 30.0, interval: float = 0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return False
+
+
+def read_json(text: str):
+    return json.loads(text)
