@@ -5,3 +5,15 @@ DuckDB) → models.py (SQL in sql/) → cli.py (the `spp` command). sync.py driv
 """
 
 __version__ = "0.1.0"
+
+import os as _os
+
+# dlt settings this tool relies on, set before dlt is first imported (it reads some at import).
+# The environment or .dlt/config.toml can still override each of them.
+DLT_DEFAULTS = {
+    "LOAD__TRUNCATE_STAGING_DATASET": "true",  # no second copy of each load left in raw_staging
+    "RUNTIME__DLTHUB_TELEMETRY": "false",      # no network calls besides the portal
+    "RUNTIME__LOG_LEVEL": "ERROR",             # dlt's schema chatter is not for cron logs
+}
+for _key, _value in DLT_DEFAULTS.items():
+    _os.environ.setdefault(_key, _value)

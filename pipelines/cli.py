@@ -346,6 +346,10 @@ def main(argv: list[str] | None = None) -> int:
     quiet = getattr(args, "quiet", False)
     logging.basicConfig(level=logging.DEBUG if args.debug else (logging.WARNING if quiet else logging.INFO),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    if not args.debug:
+        # Per-request lines from httpx and dlt's schema chatter drown the progress lines.
+        logging.getLogger("httpx").setLevel(logging.WARNING)
+        logging.getLogger("dlt").setLevel(logging.ERROR)
     try:
         return COMMANDS[args.command](args)
     except SppError as e:

@@ -174,7 +174,8 @@ class Portal:
 
         return int(row.get("n") or 0), day(row.get("first")), day(row.get("last"))
 
-    def download(self, fmt: str, where: str | None, dest: Path, order_by: str | None = None) -> int:
+    def download(self, fmt: str, where: str | None, dest: Path, order_by: str | None = None,
+                 on_progress=None) -> int:
         """Stream an export to `dest`; returns the byte count. A cut body is retried, never kept."""
         params = {"timezone": "UTC"}
         if where:
@@ -194,6 +195,8 @@ class Portal:
                     for chunk in r.iter_raw(1 << 20):
                         out.write(chunk)
                         written += len(chunk)
+                        if on_progress:
+                            on_progress()
                         now = time.monotonic()
                         if now - last_report >= PROGRESS_EVERY_S:
                             last_report = now

@@ -12,7 +12,6 @@ column `_deleted` (always NULL on stored rows).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,12 +43,6 @@ CHILD_HINTS = dlt.mark.make_hints(
     columns={DELETED: {"data_type": "bool", "hard_delete": True}},
 )
 
-# dlt settings this tool relies on; environment or .dlt/config.toml can still override them.
-DLT_DEFAULTS = {
-    "LOAD__TRUNCATE_STAGING_DATASET": "true",   # do not keep a second copy of each load in raw_staging
-    "RUNTIME__DLTHUB_TELEMETRY": "false",
-    "RUNTIME__LOG_LEVEL": "ERROR",
-}
 
 
 @dataclass
@@ -102,8 +95,6 @@ class Counts:
 
 
 def make_pipeline(db_path: Path) -> dlt.Pipeline:
-    for key, value in DLT_DEFAULTS.items():
-        os.environ.setdefault(key, value)
     return dlt.pipeline(
         pipeline_name=PIPELINE_NAME,
         pipelines_dir=str(db_path.parent / f".{db_path.name}.dlt"),
@@ -229,9 +220,15 @@ def finish_pending(pipeline: dlt.Pipeline) -> bool:
     return True
 
 
-def run_window(pipeline: dlt.Pipeline, resource) -> None:
+def run_window(pipeline: dlt.Pipeline, resource, checkpoint=None) -> None:
+    """Extract, normalise and load one window: one dlt load package, committed as a whole."""
+    step = checkpoint or (lambda name: None)
     try:
-        info = pipeline.run(resource, loader_file_format="parquet")
+        pipeline.extract(resource, loader_file_format="parquet")
+        step("normalise")
+        pipeline.normalize()
+        step("load")
+        info = pipeline.load()
     except Exception as e:  # dlt wraps everything in PipelineStepFailed
         raise _explain(e) from e
     if info.has_failed_jobs:

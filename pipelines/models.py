@@ -120,7 +120,7 @@ def _failure_rows(cur: duckdb.DuckDBPyConnection, sql: str) -> tuple[list[str], 
     return rel.columns, rows, total
 
 
-def build_models(db: Path, sql_dir: Path = SQL_DIR) -> list[Model]:
+def build_models(db: Path, sql_dir: Path = SQL_DIR, on_model=None) -> list[Model]:
     """Build every model and run every data test in one transaction; raise ModelError on failure."""
     models = discover(sql_dir)
     tests = discover_tests(sql_dir)
@@ -137,6 +137,8 @@ def build_models(db: Path, sql_dir: Path = SQL_DIR) -> list[Model]:
         for stmt in _source_views(con):
             con.execute(stmt)
         for m in models:
+            if on_model:
+                on_model(m.name)
             try:
                 con.execute(f"CREATE OR REPLACE {m.kind} {m.qualified} AS\n{m.sql}")
             except duckdb.Error as e:

@@ -16,6 +16,7 @@ import fcntl
 import logging
 import math
 import os
+import sys
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
@@ -133,6 +134,13 @@ def plan_windows(portal: Portal, lower: dt.date | None, window_rows: int) -> lis
     return windows
 
 
+def checkpoint(name: str) -> None:
+    """Test hook: with SPP_PAUSE_AT=name the run stops here so a test can kill it at a known point."""
+    if os.environ.get("SPP_PAUSE_AT") == name:
+        print(f"spp-test: paused at {name}", file=sys.stderr, flush=True)
+        time.sleep(3600)
+
+
 def check_db_path(db: Path) -> None:
     if db.is_dir():
         raise DatabaseError(f"--db {db} is a directory; give a file path such as {db / 'spp.duckdb'}")
@@ -179,18 +187,19 @@ def sync(opts: SyncOptions, portal: Portal | None = None) -> SyncSummary:
             for i, window in enumerate(windows, 1):
                 log.info("window %d/%d %s: downloading", i, len(windows), window)
                 path = spool / f"window.{opts.export_format}"
-                size = portal.download(opts.export_format, window.odsql(), path)
+                size = portal.download(opts.export_format, window.odsql(), path,
+                                       on_progress=lambda: checkpoint(f"download:{i}"))
                 log.info("window %d/%d: %.1f MB downloaded, loading", i, len(windows), size / 1e6)
                 detector = ChangeDetector.for_window(db, window)
                 batches = (normalise(b, field_types) for b in read_batches(path, opts.export_format, field_types))
-                run_window(pipeline, window_resource(batches, detector))
+                run_window(pipeline, window_resource(batches, detector), checkpoint=lambda step: checkpoint(f"{step}:{i}"))
                 summary.counts.add(detector.counts)
                 summary.windows += 1
                 path.unlink(missing_ok=True)
             summary.load_seconds = time.monotonic() - t_load
             if opts.build_models:
                 t_models = time.monotonic()
-                build_models(db)
+                build_models(db, on_model=lambda name: checkpoint(f"models:{name}"))
                 summary.models_seconds = time.monotonic() - t_models
             summary.cursor_after = read_cursor(db)
             summary.duration_seconds = time.monotonic() - started
