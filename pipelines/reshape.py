@@ -44,12 +44,14 @@ def read_batches(path: Path, fmt: str, field_types: dict[str, str], block_size: 
         raise ValueError(f"unsupported export format for reading: {fmt}")
     read_types = {name: READ_TYPES.get(t, pa.string()) for name, t in field_types.items()}
     delivered = 0
+    retyped: set[str] = set()
     while True:
         schema = pa.schema(list(read_types.items()))
-        reader = pj.open_json(path, read_options=pj.ReadOptions(block_size=block_size),
-                              parse_options=pj.ParseOptions(explicit_schema=schema, unexpected_field_behavior="infer"))
         seen = 0
         try:
+            # Opening already parses the first block, so it belongs inside the try.
+            reader = pj.open_json(path, read_options=pj.ReadOptions(block_size=block_size),
+                                  parse_options=pj.ParseOptions(explicit_schema=schema, unexpected_field_behavior="infer"))
             for batch in reader:
                 if seen + batch.num_rows <= delivered:
                     seen += batch.num_rows
@@ -65,10 +67,34 @@ def read_batches(path: Path, fmt: str, field_types: dict[str, str], block_size: 
             if not m or m.group(3) not in _JSON_KIND:
                 raise DataError(f"the export is not valid JSON lines ({e}); run the sync again, and report it if it persists") from None
             name, new_kind = m.group(1), m.group(3)
-            if read_types.get(name) == _JSON_KIND[new_kind]:
-                raise
+            if read_types.get(name) == _JSON_KIND[new_kind] or name in retyped:
+                # A column that mixes JSON types (numbers and strings): pyarrow cannot read it.
+                path = _stringify_field(path, name, field_types.get(name, "text"))
+                read_types[name] = pa.string()
+                continue
+            retyped.add(name)
             # A number column that later holds text is read as text and cast back in normalise().
             read_types[name] = pa.string() if m.group(2) != "null" and new_kind != "array" else _JSON_KIND[new_kind]
+
+
+def _stringify_field(path: Path, name: str, ods_type: str) -> Path:
+    """Rare path, per line: rewrite one mixed-type field as text, or name the value that cannot be cast."""
+    out_path = Path(str(path) + f".{name}.jsonl")
+    with open(path, encoding="utf-8") as src, open(out_path, "w", encoding="utf-8") as out:
+        for line in src:
+            if not line.strip():
+                continue
+            row = json.loads(line)
+            value = row.get(name)
+            if value is not None and not isinstance(value, str):
+                row[name] = value = json.dumps(value) if isinstance(value, (list, dict)) else str(value)
+            if value is not None and ods_type in ("int", "double"):
+                try:
+                    float(value) if ods_type == "double" else int(value)
+                except ValueError:
+                    raise DataError(f"field {name!r} should be {ods_type} but has the value {value!r}") from None
+            out.write(json.dumps(row, ensure_ascii=False) + "\n")
+    return out_path
 
 
 def _parse_dates(col: pa.ChunkedArray | pa.Array, name: str) -> pa.Array:

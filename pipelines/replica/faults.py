@@ -10,7 +10,9 @@ requests to that endpoint (counted from 1) are hit, or is omitted for every requ
 Faults: "429" (quota body and X-RateLimit-* headers), "500", "502", "503", "html" (a proxy's
 HTML 502 page), "slow" (waits `seconds` before answering), "reset" (drops the connection after
 part of the body), "truncate" (a short body, cut mid-record), "malformed" (200 with broken
-JSON), "ods_error" (200 carrying an ODS error body), "404".
+JSON), "ods_error" (200 carrying an ODS error body), "404", and on jsonl exports "drift" with
+`change`: "new_field", "missing_field" (drops `field`), "id_as_string", "date_format" (DD/MM/YYYY),
+"bad_date", "bad_id" or "duplicate_ids".
 """
 
 from __future__ import annotations
@@ -88,11 +90,38 @@ class Faults:
         if fault == "ods_error":
             handler._json(200, {"error_code": "ODSQLError", "message": "ODSQL query is malformed: internal error."})
             return True
-        if fault in ("reset", "truncate"):
+        if fault in ("reset", "truncate", "drift"):
             # The body is cut later, while streaming: remember it for this handler.
             self.pending_stream[id(handler)] = rule
             return False
         raise ValueError(f"unknown fault {fault!r}")
+
+    def transform(self, handler, path: Path) -> bytes | None:
+        """For a "drift" rule, the export body rewritten as a drifting portal would send it."""
+        rule = self.pending_stream.get(id(handler))
+        if not rule or rule["fault"] != "drift":
+            return None
+        del self.pending_stream[id(handler)]
+        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        change = rule["change"]
+        for i, r in enumerate(rows):
+            if change == "new_field":
+                r["nouveau_champ"] = f"valeur {i}" if i % 2 else None
+            elif change == "missing_field":
+                r.pop(rule.get("field", "pays"), None)
+            elif change == "id_as_string":
+                r["id_experience"] = str(r["id_experience"])
+            elif change == "date_format" and r.get("ecrit_le"):
+                y, m, d = r["ecrit_le"].split("-")
+                r["ecrit_le"] = f"{d}/{m}/{y}"
+            elif change == "bad_date" and i == len(rows) // 2:
+                r["ecrit_le"] = "bientôt"
+            elif change == "bad_id" and i == len(rows) // 2:
+                r["id_experience"] = "abc-12"
+        if change == "duplicate_ids" and rows:
+            dup = dict(rows[0], titre="Titre corrigé (doublon)")
+            rows.append(dup)
+        return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode()
 
     def stream(self, handler, path: Path, size: int) -> None:
         rule = self.pending_stream.pop(id(handler), None)

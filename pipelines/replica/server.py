@@ -282,13 +282,17 @@ class Handler(BaseHTTPRequestHandler):
     def _file(self, path: Path, fmt: str):
         content_type = {"json": "application/json", "jsonl": "application/jsonl", "csv": "text/csv; charset=utf-8",
                         "parquet": "application/vnd.apache.parquet"}[fmt]
-        size = path.stat().st_size
+        body = self.faults.transform(self, path)
+        size = len(body) if body is not None else path.stat().st_size
         self.send_response(200)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(size))
         self.send_header("Content-Disposition", f'attachment; filename="export-expa-c-riences.{fmt}"')
         self.end_headers()
-        self.faults.stream(self, path, size)
+        if body is not None:
+            self.wfile.write(body)
+        else:
+            self.faults.stream(self, path, size)
 
 
 def _endpoint(parts: list[str] | None) -> str:
