@@ -33,5 +33,9 @@ models: venv
 status: venv
 	$(SPP) status --db $(DB)
 
+## Benchmark: limit vs ours vs the usual dlt way, N = 10k, 100k, 1M (takes a while).
+bench: venv
+	$(BIN)/python -m pipelines.bench --sizes $(or $(SIZES),10000,100000,1000000) --out bench/results.json
+
 clean:
 	rm -rf $(VENV) .pytest_cache data/spp.duckdb data/spp.duckdb.wal data/spp.duckdb.lock data/.spp.duckdb.dlt
