@@ -1,4 +1,4 @@
-"""Serve: the `spp` command line (sync, models, status, query, replica).
+"""Serve: the `spp` command line (sync, models, status, query, export, report, replica).
 
 Every failure ends in one line on stderr, `spp: error: …`, and an exit code from errors.py;
 `--debug` adds the traceback. Options can also come from dlt's configuration (environment or
@@ -140,6 +140,15 @@ def build_parser() -> Parser:
     q.add_argument("--format", choices=("table", "csv", "json"), default="table")
     q.add_argument("--write", action="store_true", help="open the database read-write (for DDL/DML)")
 
+    e = sub.add_parser("export", help="write every mart to a folder, as Parquet or CSV")
+    db_option(e)
+    e.add_argument("--out", type=Path, default=Path("data/export"), help="folder (default data/export)")
+    e.add_argument("--format", choices=("parquet", "csv"), default="parquet")
+
+    rp = sub.add_parser("report", help="write a self-contained HTML report with charts")
+    db_option(rp)
+    rp.add_argument("--out", type=Path, default=Path("data/report.html"), help="HTML file (default data/report.html)")
+
     r = sub.add_parser("replica", help="serve a local replica of the Explore API v2.1")
     r.add_argument("--host", default="127.0.0.1")
     r.add_argument("--port", type=_bounded_int(0, 65535), default=8765, help="port (0: any free port)")
@@ -197,9 +206,12 @@ def cmd_models(args) -> int:
     from pipelines.sync import check_db_path, db_lock
 
     check_db_path(db)
+    from pipelines.serve import publish
+
     with db_lock(db):
         models = build_models(db)
-    print(f"built {len(models)} models and passed {len(discover_tests())} data tests in {db}")
+        out = publish(db)
+    print(f"built {len(models)} models and passed {len(discover_tests())} data tests in {db}; serving copy in {out}")
     return errors.OK
 
 
@@ -220,7 +232,7 @@ def _open_read_only(db: Path):
 
 
 def cmd_status(args) -> int:
-    from pipelines.load import table_exists
+    from pipelines.database import table_exists
 
     db = _db(args)
     con = _open_read_only(db)
@@ -338,7 +350,25 @@ def cmd_replica(args) -> int:
     return errors.OK
 
 
-COMMANDS = {"sync": cmd_sync, "models": cmd_models, "status": cmd_status, "query": cmd_query, "replica": cmd_replica}
+def cmd_export(args) -> int:
+    from pipelines.serve import export
+
+    db = _db(args)
+    _open_read_only(db).close()  # the same clear errors as query/status for a missing or busy file
+    written = export(db, args.out, args.format)
+    print(f"wrote {len(written)} marts to {args.out}: {', '.join(p.name for p in written)}")
+    return errors.OK
+
+
+def cmd_report(args) -> int:
+    from pipelines.report import build
+
+    out = build(_db(args), args.out)
+    print(f"report written to {out}")
+    return errors.OK
+
+
+COMMANDS = {"sync": cmd_sync, "export": cmd_export, "report": cmd_report, "models": cmd_models, "status": cmd_status, "query": cmd_query, "replica": cmd_replica}
 
 
 def main(argv: list[str] | None = None) -> int:

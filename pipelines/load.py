@@ -21,6 +21,9 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from dlt.destinations.impl.duckdb.configuration import DuckDbCredentials
+
+from pipelines.database import CONFIG, connect, table_exists
 from pipelines.errors import DatabaseError
 from pipelines.fields import CURSOR, PRIMARY_KEY
 from pipelines.reshape import split
@@ -29,7 +32,7 @@ DATASET = "raw"
 PARENT = "experiences"
 CHILD = "experiences__responses"
 PIPELINE_NAME = "spp_experiences"
-MERGE = {"disposition": "merge", "strategy": "delete-insert"}
+MERGE = {"disposition": "merge", "strategy": "delete-insert", "deduplicated": True}
 DELETED = "_deleted"
 ROW_HASH = "_row_hash"
 # Part of every row hash: bump it when reshaping changes, so the next sync reloads every row.
@@ -98,15 +101,9 @@ def make_pipeline(db_path: Path) -> dlt.Pipeline:
     return dlt.pipeline(
         pipeline_name=PIPELINE_NAME,
         pipelines_dir=str(db_path.parent / f".{db_path.name}.dlt"),
-        destination=dlt.destinations.duckdb(str(db_path)),
+        destination=dlt.destinations.duckdb(DuckDbCredentials(str(db_path), global_config=dict(CONFIG))),
         dataset_name=DATASET,
     )
-
-
-def table_exists(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:
-    return bool(con.execute(
-        "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?", [schema, table]
-    ).fetchone()[0])
 
 
 @dataclass
@@ -117,7 +114,7 @@ class ChangeDetector:
     counts: Counts = field(default_factory=Counts)
 
     def __post_init__(self):
-        self.con = duckdb.connect()
+        self.con = duckdb.connect(config=dict(CONFIG))
         self.con.register("existing_arrow", self.existing)
         self.con.execute("CREATE TABLE existing AS SELECT * FROM existing_arrow")
         self.con.execute(f"CREATE TABLE fetched ({PRIMARY_KEY} BIGINT)")
@@ -128,7 +125,7 @@ class ChangeDetector:
         empty = pa.table({PRIMARY_KEY: pa.array([], pa.int64()), ROW_HASH: pa.array([], pa.int64())})
         if not db_path.exists():
             return cls(empty)
-        con = duckdb.connect(str(db_path))
+        con = connect(db_path)
         try:
             if not table_exists(con, DATASET, PARENT):
                 return cls(empty)

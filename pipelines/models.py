@@ -26,6 +26,7 @@ from pathlib import Path
 
 import duckdb
 
+from pipelines.database import connect
 from pipelines.errors import DatabaseError, ModelError
 from pipelines.fields import FIELDS, SLOT_FIELD_RE, SLOT_FIELDS
 
@@ -75,7 +76,10 @@ def discover(sql_dir: Path = SQL_DIR) -> list[Model]:
         order = list(TopologicalSorter(graph).static_order())
     except CycleError as e:
         raise ModelError(f"the SQL models depend on each other in a cycle: {' -> '.join(e.args[1])}") from None
-    return [models[q] for q in order]
+    layer = {schema: i for i, (schema, _) in enumerate(LAYERS)}
+    position = {q: i for i, q in enumerate(order)}
+    # Layers only read lower layers (or their own), so this order still respects every dependency.
+    return sorted((models[q] for q in order), key=lambda m: (layer[m.schema], position[m.qualified]))
 
 
 def discover_tests(sql_dir: Path = SQL_DIR) -> list[tuple[str, str, str]]:
@@ -125,7 +129,7 @@ def build_models(db: Path, sql_dir: Path = SQL_DIR, on_model=None) -> list[Model
     models = discover(sql_dir)
     tests = discover_tests(sql_dir)
     try:
-        con = duckdb.connect(str(db))
+        con = connect(db)
     except duckdb.Error as e:
         raise DatabaseError(f"cannot open {db}: {e}") from None
     try:

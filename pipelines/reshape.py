@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 from pipelines.errors import DataError
 from pipelines.fields import PRIMARY_KEY, SLOT_FIELD_RE, SLOT_FIELDS
 
-BLOCK_SIZE = 16 << 20  # bytes of JSON per batch: about 10k experiences
+BLOCK_SIZE = 4 << 20  # bytes of JSON per batch: about 2,000 experiences (measured: faster and leaner than 16 MB)
 PARQUET_BATCH_ROWS = 10_000
 READ_TYPES = {"text": pa.string(), "int": pa.int64(), "double": pa.float64(), "boolean": pa.bool_(),
               "date": pa.string(), "datetime": pa.string()}  # dates are parsed after reading, tolerantly

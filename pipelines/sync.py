@@ -27,9 +27,11 @@ import duckdb
 from pipelines.errors import DatabaseError, LockedError
 from pipelines.fetch import Portal
 from pipelines.fields import CURSOR
-from pipelines.load import DATASET, PARENT, ChangeDetector, Counts, Window, finish_pending, make_pipeline, run_window, table_exists, window_resource
+from pipelines.database import connect, table_exists
+from pipelines.load import DATASET, PARENT, ChangeDetector, Counts, Window, finish_pending, make_pipeline, run_window, window_resource
 from pipelines.models import build_models
 from pipelines.reshape import normalise, read_batches
+from pipelines.serve import publish
 
 log = logging.getLogger("spp.sync")
 DEFAULT_BASE_URL = "https://opendata.plus.transformation.gouv.fr"
@@ -68,6 +70,7 @@ class SyncSummary:
     resumed_pending_load: bool = False
     load_seconds: float = 0.0
     models_seconds: float = 0.0
+    serving_seconds: float = 0.0
     duration_seconds: float = 0.0
 
     def line(self) -> str:
@@ -108,7 +111,7 @@ def read_cursor(db: Path) -> dt.date | None:
     """The latest send date loaded, ignoring dates in the future (a typo must not stall the sync)."""
     if not db.exists():
         return None
-    con = duckdb.connect(str(db), read_only=True)
+    con = connect(db)
     try:
         if not table_exists(con, DATASET, PARENT):
             return None
@@ -201,6 +204,10 @@ def sync(opts: SyncOptions, portal: Portal | None = None) -> SyncSummary:
                 t_models = time.monotonic()
                 build_models(db, on_model=lambda name: checkpoint(f"models:{name}"))
                 summary.models_seconds = time.monotonic() - t_models
+                t_serving = time.monotonic()
+                checkpoint("serving")
+                publish(db)
+                summary.serving_seconds = time.monotonic() - t_serving
             summary.cursor_after = read_cursor(db)
             summary.duration_seconds = time.monotonic() - started
             record_run(db, summary)
@@ -224,7 +231,7 @@ CREATE TABLE IF NOT EXISTS ops.sync_runs (
 def record_run(db: Path, s: SyncSummary) -> None:
     c = s.counts
     try:
-        con = duckdb.connect(str(db))
+        con = connect(db)
     except duckdb.Error as e:
         raise DatabaseError(f"cannot open {db} to record the run: {e}") from None
     try:

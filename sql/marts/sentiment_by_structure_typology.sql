@@ -1,0 +1,36 @@
+-- Sentiment counts and shares per typology and structure, from every slot naming them.
+with slots as (
+
+    select distinct r.id_experience, r.intitule_typologie, r.intitule_structure, e.ressenti_usager
+    from staging.stg_responses as r
+    join staging.stg_experiences as e using (id_experience)
+
+),
+
+counted as (
+
+    select
+        intitule_typologie,
+        intitule_structure,
+        count(distinct id_experience) as experiences,
+        count(distinct id_experience) filter (where ressenti_usager = 'Négatif') as negatif,
+        count(distinct id_experience) filter (where ressenti_usager = 'Neutre') as neutre,
+        count(distinct id_experience) filter (where ressenti_usager = 'Positif') as positif
+    from slots
+    group by intitule_typologie, intitule_structure
+
+),
+
+final as (
+
+    select
+        *,
+        round(negatif / experiences, 4) as share_negatif,
+        round(neutre / experiences, 4) as share_neutre,
+        round(positif / experiences, 4) as share_positif
+    from counted
+
+)
+
+select * from final
+order by experiences desc, intitule_typologie, intitule_structure
