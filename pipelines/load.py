@@ -106,6 +106,10 @@ def make_pipeline(db_path: Path) -> dlt.Pipeline:
     )
 
 
+class CrossBatchDuplicates(Exception):
+    """An id came back in a later batch of the same export: the window must be re-read deduplicated."""
+
+
 @dataclass
 class ChangeDetector:
     """Compares fetched rows with the stored ones of the same window, by id and row hash."""
@@ -145,7 +149,10 @@ class ChangeDetector:
         ids = pa.table({PRIMARY_KEY: table.column(PRIMARY_KEY), "pos": pa.array(range(table.num_rows), pa.int64())})
         self.con.register("ids", ids)
         dup = self.con.execute(f"SELECT count(*) FROM ids JOIN fetched USING ({PRIMARY_KEY})").fetchone()[0]
-        self.counts.duplicates += dup
+        if dup:
+            # Rows already handed to dlt cannot be taken back; sync re-reads the window with only
+            # the last occurrence of each id (see sync.last_occurrences).
+            raise CrossBatchDuplicates()
         old = self.con.execute(
             f"SELECT e.{ROW_HASH} AS old FROM ids LEFT JOIN existing e USING ({PRIMARY_KEY}) ORDER BY ids.pos"
         ).to_arrow_table().column("old")
@@ -237,10 +244,10 @@ def _explain(e: Exception) -> Exception:
 
     inner = e
     while inner.__cause__ is not None or inner.__context__ is not None:
-        if isinstance(inner, SppError):
+        if isinstance(inner, (SppError, CrossBatchDuplicates)):
             return inner
         inner = inner.__cause__ or inner.__context__
-    if isinstance(inner, SppError):
+    if isinstance(inner, (SppError, CrossBatchDuplicates)):
         return inner
     text = str(inner)
     if "lock" in text.lower() and "conflicting" in text.lower():

@@ -28,7 +28,7 @@ from pipelines.errors import DatabaseError, LockedError
 from pipelines.fetch import Portal
 from pipelines.fields import CURSOR
 from pipelines.database import connect, table_exists
-from pipelines.load import DATASET, PARENT, ChangeDetector, Counts, Window, finish_pending, make_pipeline, run_window, window_resource
+from pipelines.load import DATASET, PARENT, ChangeDetector, Counts, CrossBatchDuplicates, Window, finish_pending, make_pipeline, run_window, window_resource
 from pipelines.models import build_models
 from pipelines.reshape import normalise, read_batches
 from pipelines.serve import publish
@@ -195,7 +195,13 @@ def sync(opts: SyncOptions, portal: Portal | None = None) -> SyncSummary:
                 log.info("window %d/%d: %.1f MB downloaded, loading", i, len(windows), size / 1e6)
                 detector = ChangeDetector.for_window(db, window)
                 batches = (normalise(b, field_types) for b in read_batches(path, opts.export_format, field_types))
-                run_window(pipeline, window_resource(batches, detector), checkpoint=lambda step: checkpoint(f"{step}:{i}"))
+                try:
+                    run_window(pipeline, window_resource(batches, detector), checkpoint=lambda step: checkpoint(f"{step}:{i}"))
+                except CrossBatchDuplicates:
+                    log.warning("window %d/%d: the export repeats ids across batches; reading it again, keeping the last of each", i, len(windows))
+                    detector = ChangeDetector.for_window(db, window)
+                    batches = last_occurrences(path, opts.export_format, field_types, detector.counts)
+                    run_window(pipeline, window_resource(batches, detector), checkpoint=lambda step: checkpoint(f"{step}:{i}"))
                 summary.counts.add(detector.counts)
                 summary.windows += 1
                 path.unlink(missing_ok=True)
@@ -215,6 +221,26 @@ def sync(opts: SyncOptions, portal: Portal | None = None) -> SyncSummary:
         if own_portal:
             portal.close()
     return summary
+
+
+def last_occurrences(path: Path, fmt: str, field_types: dict, counts: Counts):
+    """Batches of the export keeping only the last row of each id (a second pass, only when needed)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from pipelines.fields import PRIMARY_KEY
+
+    ids = [normalise(b, field_types).column(PRIMARY_KEY) for b in read_batches(path, fmt, field_types)]
+    ids = pa.chunked_array(ids).combine_chunks() if ids else pa.array([], pa.int64())
+    positions = pa.table({"id": ids, "pos": pa.array(range(len(ids)), pa.int64())})
+    keep = positions.group_by("id").aggregate([("pos", "max")]).column("pos_max")
+    counts.duplicates += len(ids) - len(keep)
+    keep_mask = pc.is_in(pa.array(range(len(ids)), pa.int64()), value_set=keep.combine_chunks())
+    offset = 0
+    for b in read_batches(path, fmt, field_types):
+        table = normalise(b, field_types)
+        yield table.filter(keep_mask.slice(offset, table.num_rows))
+        offset += table.num_rows
 
 
 RUNS_DDL = """

@@ -109,3 +109,21 @@ def test_duplicate_ids_last_wins_and_are_reported(tmp_path, small_data, make_rep
     assert s["duplicates"] == 1 and s["fetched"] == 600
     first = replica.rows()[0]["id_experience"]
     assert query(db, f"SELECT titre FROM raw.experiences WHERE id_experience = {first}") == [("Titre corrigé (doublon)",)]
+
+
+def test_duplicate_ids_across_batches_last_wins(tmp_path, make_replica):
+    from conftest import generated
+    from pipelines.replica.generator import write_jsonl
+
+    rows = generated(4000, seed=11)  # about 9 MB of JSON lines: several read batches
+    data = tmp_path / "big.jsonl"
+    write_jsonl(rows, data)
+    replica = make_replica(data, faults_file(tmp_path, [{"endpoint": "export", "fault": "drift", "change": "duplicate_ids"}]))
+    db = tmp_path / "spp.duckdb"
+    out = spp("sync", "--base-url", replica.url, "--db", str(db), "--json", check=True)
+    s = json.loads(out.stdout)
+    assert s["duplicates"] == 1 and s["new"] == 4000
+    assert "repeats ids across batches" in out.stderr
+    first = rows[0]["id_experience"]
+    assert query(db, f"SELECT titre FROM raw.experiences WHERE id_experience = {first}") == [("Titre corrigé (doublon)",)]
+    assert query(db, "SELECT count(*), count(DISTINCT id_experience) FROM raw.experiences") == [(4000, 4000)]

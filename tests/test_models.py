@@ -32,7 +32,7 @@ def test_models_list_and_rebuild(tmp_path, small_data, make_replica):
     spp("sync", "--base-url", replica.url, "--db", str(db), "--no-models", check=True)
     assert query(db, "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'marts'") == [(0,)]
     out = spp("models", "--db", str(db), check=True)
-    assert "built 5 models" in out.stdout
+    assert "built 12 models and passed 12 data tests" in out.stdout
     assert query(db, "SELECT sum(experiences) FROM marts.sentiment_by_month") == [(600,)]
 
 
