@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 SPP := $(BIN)/spp
 DB ?= data/spp.duckdb
-DEMO_PORT ?= 8765
+DEMO_PORT ?= 0
 
 .PHONY: venv sync demo test models status bench clean
 
@@ -38,4 +38,4 @@ bench: venv
 	$(BIN)/python -m pipelines.bench --sizes $(or $(SIZES),10000,100000,1000000) --out bench/results.json
 
 clean:
-	rm -rf $(VENV) .pytest_cache data/spp.duckdb data/spp.duckdb.wal data/spp.duckdb.lock data/.spp.duckdb.dlt
+	rm -rf $(VENV) .pytest_cache data/spp.duckdb data/spp.duckdb.wal data/spp.duckdb.lock data/.spp.duckdb.dlt data/serving data/report.html

@@ -14,7 +14,20 @@ CONFIG = {"memory_limit": MEMORY_LIMIT}
 
 
 def connect(db: Path, read_only: bool = False) -> duckdb.DuckDBPyConnection:
-    return duckdb.connect(str(db), read_only=read_only, config=dict(CONFIG))
+    try:
+        return duckdb.connect(str(db), read_only=read_only, config=dict(CONFIG))
+    except duckdb.Error as e:
+        raise open_error(db, e) from None
+
+
+def open_error(db: Path, e: Exception):
+    from pipelines.errors import DatabaseError
+
+    text = str(e)
+    if "lock" in text.lower():
+        return DatabaseError(f"{db} is open in another program (a BI tool or DuckDB shell?); close it, or point "
+                             "the tool at the serving copy, then run again")
+    return DatabaseError(f"cannot open {db}: {text.splitlines()[0]}")
 
 
 def table_exists(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:

@@ -174,6 +174,16 @@ class Portal:
 
         return int(row.get("n") or 0), day(row.get("first")), day(row.get("last"))
 
+    def published(self, ids: list[int]) -> set[int]:
+        """Which of these ids the portal still publishes (50 per request, as OR-ed equalities)."""
+        found: set[int] = set()
+        for i in range(0, len(ids), 50):
+            chunk = [int(x) for x in ids[i:i + 50]]
+            where = " OR ".join(f"id_experience = {x}" for x in chunk)
+            body = self.get_json("/records", {"select": "id_experience", "where": where, "limit": 100})
+            found.update(int(r["id_experience"]) for r in body.get("results", []))
+        return found
+
     def download(self, fmt: str, where: str | None, dest: Path, order_by: str | None = None,
                  on_progress=None) -> int:
         """Stream an export to `dest`; returns the byte count. A cut body is retried, never kept."""
@@ -186,13 +196,14 @@ class Portal:
         def once():
             started = last_report = time.monotonic()
             written = 0
+            # iter_bytes() undoes any Content-Encoding; Content-Length counts the encoded bytes.
             with self.client.stream("GET", self.url(f"/exports/{fmt}"), params=params) as r:
                 if r.status_code != 200:
                     r.read()
                     self._check(r)
                 expected = r.headers.get("Content-Length")
                 with open(dest, "wb") as out:
-                    for chunk in r.iter_raw(1 << 20):
+                    for chunk in r.iter_bytes(1 << 20):
                         out.write(chunk)
                         written += len(chunk)
                         if on_progress:
@@ -201,8 +212,8 @@ class Portal:
                         if now - last_report >= PROGRESS_EVERY_S:
                             last_report = now
                             log.info("downloading: %.1f MB, %.1f MB/s", written / 1e6, written / 1e6 / (now - started))
-            if expected is not None and int(expected) != written:
-                raise Retryable(f"the export was cut short ({written} of {expected} bytes)")
+            if expected is not None and int(expected) != r.num_bytes_downloaded:
+                raise Retryable(f"the export was cut short ({r.num_bytes_downloaded} of {expected} bytes)")
             _check_complete(dest, fmt)
             return written
 

@@ -24,7 +24,7 @@ import pyarrow.compute as pc
 from dlt.destinations.impl.duckdb.configuration import DuckDbCredentials
 
 from pipelines.database import CONFIG, connect, table_exists
-from pipelines.errors import DatabaseError
+from pipelines.errors import DatabaseError, PortalError
 from pipelines.fields import CURSOR, PRIMARY_KEY
 from pipelines.reshape import split
 
@@ -190,8 +190,14 @@ def _child_markers(ids: pa.Array) -> pa.Table:
                      DELETED: pa.array([True] * len(ids), pa.bool_())})
 
 
-def window_resource(batches: Iterator[pa.Table], detector: ChangeDetector):
-    """A dlt resource that yields the changed parent and response rows of one window, then deletions."""
+def window_resource(batches: Iterator[pa.Table], detector: ChangeDetector, expected: int | None = None,
+                    still_published=None):
+    """A dlt resource that yields the changed parent and response rows of one window, then deletions.
+
+    Before deleting anything it checks that the export held as many rows as the portal counts for
+    the window (a short body must never read as mass unpublishing), and asks the portal about each
+    id it would delete (`still_published`): one whose send date moved out of the window is kept.
+    """
 
     @dlt.resource(name=PARENT, max_table_nesting=0)
     def experiences():
@@ -206,7 +212,15 @@ def window_resource(batches: Iterator[pa.Table], detector: ChangeDetector):
             yield dlt.mark.with_hints(parent, PARENT_HINTS)
             markers = _child_markers(changed.column(PRIMARY_KEY).combine_chunks())
             yield dlt.mark.with_hints(pa.concat_tables([markers, responses], promote_options="default"), CHILD_HINTS)
+        received = detector.counts.fetched + detector.counts.duplicates
+        if expected is not None and received < expected:
+            raise PortalError(f"the export held {received} experiences where the portal counts {expected}; "
+                              "nothing was changed, run again")
         removed = detector.removed_ids()
+        if len(removed) and still_published is not None:
+            moved = still_published(removed.to_pylist())
+            if moved:
+                removed = pc.filter(removed, pc.invert(pc.is_in(removed, value_set=pa.array(sorted(moved), pa.int64()))))
         detector.counts.removed = len(removed)
         if len(removed):
             yield dlt.mark.with_hints(pa.table({PRIMARY_KEY: removed, DELETED: pa.array([True] * len(removed))}), PARENT_HINTS)

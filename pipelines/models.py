@@ -158,6 +158,10 @@ def build_models(db: Path, sql_dir: Path = SQL_DIR, on_model=None) -> list[Model
                 failures.append(f"  {name}: {total} offending row(s)\n{shown}")
         if failures:
             raise ModelError("data tests failed; the marts were left as they were:\n" + "\n".join(failures))
+        # Which load these models were built from: a sync that loads nothing new can then skip them.
+        con.execute("CREATE SCHEMA IF NOT EXISTS ops")
+        con.execute("CREATE TABLE IF NOT EXISTS ops.model_builds (load_id VARCHAR, built_at TIMESTAMPTZ, published BOOLEAN)")
+        con.execute("INSERT INTO ops.model_builds SELECT max(load_id), now(), false FROM raw._dlt_loads WHERE status = 0")
         con.execute("COMMIT")
     except BaseException:
         try:

@@ -30,7 +30,9 @@ HIDDEN_COLUMNS = ("_row_hash", "_deleted")
 
 
 def serving_dir(db: Path) -> Path:
-    return db.parent / "serving"
+    """`serving/` beside the database; `serving-<name>/` for a database not named spp.duckdb, so
+    that two databases in one folder never share a serving copy."""
+    return db.parent / ("serving" if db.stem == "spp" else f"serving-{db.stem}")
 
 
 def _relations(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str]]:
@@ -80,6 +82,12 @@ def publish(db: Path) -> Path:
     os.replace(tmp_db, out / "spp.duckdb")
     _swap_symlink(out / "parquet", parquet_dir.name)
     _prune(out, keep={parquet_dir.name})
+    con = connect(db)
+    try:
+        if con.execute("SELECT count(*) FROM information_schema.tables WHERE table_schema = 'ops' AND table_name = 'model_builds'").fetchone()[0]:
+            con.execute("UPDATE ops.model_builds SET published = true WHERE built_at = (SELECT max(built_at) FROM ops.model_builds)")
+    finally:
+        con.close()
     return out
 
 

@@ -24,14 +24,14 @@ from pathlib import Path
 
 import duckdb
 
-from pipelines.errors import DatabaseError, LockedError
+from pipelines.errors import DatabaseError, LockedError, UsageError
 from pipelines.fetch import Portal
 from pipelines.fields import CURSOR
 from pipelines.database import connect, table_exists
 from pipelines.load import DATASET, PARENT, ChangeDetector, Counts, CrossBatchDuplicates, Window, finish_pending, make_pipeline, run_window, window_resource
 from pipelines.models import build_models
 from pipelines.reshape import normalise, read_batches
-from pipelines.serve import publish
+from pipelines.serve import publish, serving_dir
 
 log = logging.getLogger("spp.sync")
 DEFAULT_BASE_URL = "https://opendata.plus.transformation.gouv.fr"
@@ -144,6 +144,42 @@ def checkpoint(name: str) -> None:
         time.sleep(3600)
 
 
+def _needs_models(db: Path, summary: SyncSummary) -> bool:
+    """Rebuilding the models and the serving copy is the slow part of a sync: skip it when they are
+    already built and published from the latest load (a run that changed no row makes no load)."""
+    if not (serving_dir(db) / "spp.duckdb").exists():
+        return True
+    con = connect(db)
+    try:
+        if not table_exists(con, "ops", "model_builds") or not table_exists(con, DATASET, "_dlt_loads"):
+            return True
+        latest = con.execute(f"SELECT max(load_id) FROM {DATASET}._dlt_loads WHERE status = 0").fetchone()[0]
+        built = con.execute("SELECT load_id, published FROM ops.model_builds ORDER BY built_at DESC LIMIT 1").fetchone()
+        return built is None or built[0] != latest or not built[1]
+    finally:
+        con.close()
+
+
+def check_source(db: Path, opts: SyncOptions) -> None:
+    """A database holds one portal's dataset: syncing another one into it would mix them."""
+    if not db.exists():
+        return
+    con = connect(db)
+    try:
+        if not table_exists(con, "ops", "sync_runs"):
+            return
+        cols = {c for (c,) in con.execute("SELECT column_name FROM information_schema.columns "
+                                          "WHERE table_schema = 'ops' AND table_name = 'sync_runs'").fetchall()}
+        if "base_url" not in cols:
+            return
+        last = con.execute("SELECT base_url, dataset FROM ops.sync_runs ORDER BY finished_at DESC LIMIT 1").fetchone()
+    finally:
+        con.close()
+    if last and (last[0], last[1]) != (opts.base_url.rstrip("/"), opts.dataset):
+        raise UsageError(f"{db} holds {last[1]} from {last[0]}, not {opts.dataset} from {opts.base_url}; "
+                         "give another --db (or delete this file to start over)")
+
+
 def check_db_path(db: Path) -> None:
     if db.is_dir():
         raise DatabaseError(f"--db {db} is a directory; give a file path such as {db / 'spp.duckdb'}")
@@ -170,6 +206,7 @@ def sync(opts: SyncOptions, portal: Portal | None = None) -> SyncSummary:
                               max_attempts=opts.retries + 1)
     try:
         with db_lock(db):
+            check_source(db, opts)
             pipeline = make_pipeline(db)
             summary.resumed_pending_load = finish_pending(pipeline)
             summary.cursor_before = read_cursor(db)
@@ -189,24 +226,37 @@ def sync(opts: SyncOptions, portal: Portal | None = None) -> SyncSummary:
             t_load = time.monotonic()
             for i, window in enumerate(windows, 1):
                 log.info("window %d/%d %s: downloading", i, len(windows), window)
+                expected = portal.bounds(window.odsql())[0]
                 path = spool / f"window.{opts.export_format}"
-                size = portal.download(opts.export_format, window.odsql(), path,
-                                       on_progress=lambda: checkpoint(f"download:{i}"))
-                log.info("window %d/%d: %.1f MB downloaded, loading", i, len(windows), size / 1e6)
-                detector = ChangeDetector.for_window(db, window)
-                batches = (normalise(b, field_types) for b in read_batches(path, opts.export_format, field_types))
                 try:
-                    run_window(pipeline, window_resource(batches, detector), checkpoint=lambda step: checkpoint(f"{step}:{i}"))
-                except CrossBatchDuplicates:
-                    log.warning("window %d/%d: the export repeats ids across batches; reading it again, keeping the last of each", i, len(windows))
+                    size = portal.download(opts.export_format, window.odsql(), path,
+                                           on_progress=lambda: checkpoint(f"download:{i}"))
+                    log.info("window %d/%d: %.1f MB downloaded, loading", i, len(windows), size / 1e6)
+                    t_window = time.monotonic()
                     detector = ChangeDetector.for_window(db, window)
-                    batches = last_occurrences(path, opts.export_format, field_types, detector.counts)
-                    run_window(pipeline, window_resource(batches, detector), checkpoint=lambda step: checkpoint(f"{step}:{i}"))
+                    batches = (normalise(b, field_types) for b in read_batches(path, opts.export_format, field_types))
+                    step = lambda name: checkpoint(f"{name}:{i}")  # noqa: E731
+                    try:
+                        run_window(pipeline, window_resource(batches, detector, expected, portal.published), checkpoint=step)
+                    except CrossBatchDuplicates:
+                        log.warning("window %d/%d: the export repeats ids across batches; reading it again, "
+                                    "keeping the last of each", i, len(windows))
+                        detector = ChangeDetector.for_window(db, window)
+                        batches = last_occurrences(path, opts.export_format, field_types, detector.counts)
+                        run_window(pipeline, window_resource(batches, detector, expected, portal.published), checkpoint=step)
+                finally:
+                    for spooled in spool.glob("window.*"):
+                        spooled.unlink(missing_ok=True)
+                c = detector.counts
+                log.info("window %d/%d: %d experiences read in %.1fs (%.0f/s): %d new, %d updated, %d removed",
+                         i, len(windows), c.fetched, time.monotonic() - t_window,
+                         c.fetched / max(time.monotonic() - t_window, 1e-6), c.new, c.updated, c.removed)
                 summary.counts.add(detector.counts)
                 summary.windows += 1
-                path.unlink(missing_ok=True)
             summary.load_seconds = time.monotonic() - t_load
-            if opts.build_models:
+            if opts.build_models and not _needs_models(db, summary):
+                log.info("nothing changed: the models and the serving copy are left as they are")
+            elif opts.build_models:
                 t_models = time.monotonic()
                 build_models(db, on_model=lambda name: checkpoint(f"models:{name}"))
                 summary.models_seconds = time.monotonic() - t_models
@@ -216,7 +266,7 @@ def sync(opts: SyncOptions, portal: Portal | None = None) -> SyncSummary:
                 summary.serving_seconds = time.monotonic() - t_serving
             summary.cursor_after = read_cursor(db)
             summary.duration_seconds = time.monotonic() - started
-            record_run(db, summary)
+            record_run(db, summary, opts)
     finally:
         if own_portal:
             portal.close()
@@ -251,10 +301,13 @@ CREATE TABLE IF NOT EXISTS ops.sync_runs (
     responses BIGINT, cursor_before DATE, cursor_after DATE, windows INTEGER, resumed_pending_load BOOLEAN,
     load_seconds DOUBLE, models_seconds DOUBLE, duration_seconds DOUBLE
 );
+ALTER TABLE ops.sync_runs ADD COLUMN IF NOT EXISTS serving_seconds DOUBLE;
+ALTER TABLE ops.sync_runs ADD COLUMN IF NOT EXISTS base_url VARCHAR;
+ALTER TABLE ops.sync_runs ADD COLUMN IF NOT EXISTS dataset VARCHAR;
 """
 
 
-def record_run(db: Path, s: SyncSummary) -> None:
+def record_run(db: Path, s: SyncSummary, opts: SyncOptions) -> None:
     c = s.counts
     try:
         con = connect(db)
@@ -262,11 +315,15 @@ def record_run(db: Path, s: SyncSummary) -> None:
         raise DatabaseError(f"cannot open {db} to record the run: {e}") from None
     try:
         con.execute(RUNS_DDL)
-        con.execute(
-            "INSERT INTO ops.sync_runs VALUES (?, ?, ?, now(), ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [s.run_id, s.mode, s.started_at, c.fetched, c.new, c.updated, c.unchanged, c.removed, c.duplicates,
-             c.responses, s.cursor_before, s.cursor_after, s.windows, s.resumed_pending_load,
-             s.load_seconds, s.models_seconds, s.duration_seconds],
-        )
+        values = {
+            "run_id": s.run_id, "mode": s.mode, "started_at": s.started_at, "fetched": c.fetched, "new": c.new,
+            "updated": c.updated, "unchanged": c.unchanged, "removed": c.removed, "duplicates": c.duplicates,
+            "responses": c.responses, "cursor_before": s.cursor_before, "cursor_after": s.cursor_after,
+            "windows": s.windows, "resumed_pending_load": s.resumed_pending_load, "load_seconds": s.load_seconds,
+            "models_seconds": s.models_seconds, "serving_seconds": s.serving_seconds,
+            "duration_seconds": s.duration_seconds, "base_url": opts.base_url.rstrip("/"), "dataset": opts.dataset,
+        }
+        con.execute(f"INSERT INTO ops.sync_runs (finished_at, {', '.join(values)}) "
+                    f"VALUES (now(), {', '.join('?' for _ in values)})", list(values.values()))
     finally:
         con.close()

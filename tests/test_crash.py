@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT, assert_matches_replica, spp, table_dump
+from conftest import ROOT, assert_matches_replica, query, spp, table_dump
 
 
 def start_paused(args: list[str], pause_at: str) -> subprocess.Popen:
@@ -30,7 +30,8 @@ def kill(proc: subprocess.Popen) -> None:
 
 
 @pytest.mark.parametrize("first_sync", [True, False], ids=["initial", "incremental"])
-@pytest.mark.parametrize("point", ["download:1", "normalise:1", "load:1", "models:stg_experiences", "models:experiences_by_structure"])
+@pytest.mark.parametrize("point", ["download:1", "normalise:1", "load:1", "models:stg_experiences",
+                                   "models:experiences_by_structure", "serving"])
 def test_sigkill_then_resync_equals_clean_run(point, first_sync, tmp_path, small_data, make_replica):
     replica = make_replica(small_data)
     clean, crashed = tmp_path / "clean.duckdb", tmp_path / "crashed.duckdb"
@@ -47,8 +48,18 @@ def test_sigkill_then_resync_equals_clean_run(point, first_sync, tmp_path, small
     spp("sync", "--base-url", replica.url, "--db", str(clean), check=True)
     kill(start_paused(["sync", "--base-url", replica.url, "--db", str(crashed)], point))
     out = spp("sync", "--base-url", replica.url, "--db", str(crashed), "--json", check=True)
+    # Killed after normalising, the load package was complete but not loaded: the next run loads it first.
+    resumed = json.loads(out.stdout)["resumed_pending_load"]
+    if point == "load:1":
+        assert resumed is True
+    elif point == "download:1" or point.startswith("models:"):
+        assert resumed is False
     assert table_dump(crashed) == table_dump(clean)
     assert_matches_replica(crashed, rows)
+    # The serving copy for BI tools caught up too.
+    serving = crashed.parent / "serving-crashed" / "spp.duckdb"
+    assert query(serving, "SELECT count(*) FROM raw.experiences") == [(len(rows),)]
+    assert query(serving, "SELECT sum(experiences) FROM marts.sentiment_by_month") == [(len(rows),)]
 
 
 def test_interrupted_backfill_resumes_after_last_committed_window(tmp_path, small_data, make_replica):

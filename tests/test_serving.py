@@ -70,6 +70,7 @@ def test_readers_never_block_a_sync_and_never_see_a_mix(tmp_path, small_data, ma
         assert set(r["seen"]) <= set(counts), (mode, r)
     assert results["hold"]["seen"] == [counts[0]]  # a reader holding the file keeps its version
     assert len(results["reopen"]["seen"]) >= 2  # a reader that reopens sees new versions
+    assert len(results["parquet"]["seen"]) >= 2  # and so does one that follows the Parquet link
     assert query(serving / "spp.duckdb", "SELECT count(*) FROM raw.experiences") == [(counts[-1],)]
 
 
