@@ -164,9 +164,12 @@ def bench_size(n: int, baseline_max: int) -> list[dict]:
         try:
             import httpx
 
-            # Warm the replica's export cache: the client is what is measured, not the server.
-            httpx.get(f"{url}/api/explore/v2.1/catalog/datasets/export-expa-c-riences/exports/jsonl",
-                      params={"timezone": "UTC"}, timeout=600)
+            # Warm the replica's export cache: the client is what is measured, not the server. Streamed
+            # and discarded: Linux carries the parent's peak RSS into a child's ru_maxrss at exec.
+            with httpx.stream("GET", f"{url}/api/explore/v2.1/catalog/datasets/export-expa-c-riences/exports/jsonl",
+                              params={"timezone": "UTC"}, timeout=600) as r:
+                for _ in r.iter_raw(1 << 20):
+                    pass
 
             def child(case):
                 wall, rss, out = run_measured([sys.executable, "-m", "pipelines.bench", "--case", case, "--url", url,

@@ -19,6 +19,7 @@ import os
 import sys
 import time
 import uuid
+from urllib.parse import urlsplit
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -175,7 +176,8 @@ def check_source(db: Path, opts: SyncOptions) -> None:
         last = con.execute("SELECT base_url, dataset FROM ops.sync_runs ORDER BY finished_at DESC LIMIT 1").fetchone()
     finally:
         con.close()
-    if last and (last[0], last[1]) != (opts.base_url.rstrip("/"), opts.dataset):
+    # Compared by host, not port: a local replica gets a new port each time it starts.
+    if last and (urlsplit(last[0] or "").hostname, last[1]) != (urlsplit(opts.base_url).hostname, opts.dataset):
         raise UsageError(f"{db} holds {last[1]} from {last[0]}, not {opts.dataset} from {opts.base_url}; "
                          "give another --db (or delete this file to start over)")
 

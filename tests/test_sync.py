@@ -180,3 +180,15 @@ def test_ids_match_expected_parent_helper_sanity(small_data):
 
     rows = read_jsonl(small_data)
     assert len(expected_parent(rows)) == len(rows) == 600
+
+
+def test_a_database_keeps_to_one_source(tmp_path, small_data, make_replica):
+    replica = make_replica(small_data)
+    db = tmp_path / "spp.duckdb"
+    spp("sync", "--base-url", replica.url, "--db", str(db), check=True)
+    before = table_dump(db)
+    out = spp("sync", "--base-url", replica.url, "--dataset", "export-experiences", "--db", str(db))
+    assert out.returncode == 2 and "holds export-expa-c-riences" in out.stderr and "another --db" in out.stderr
+    out = spp("sync", "--base-url", replica.url.replace("127.0.0.1", "localhost"), "--db", str(db))
+    assert out.returncode == 2
+    assert table_dump(db) == before
