@@ -334,11 +334,21 @@ def cmd_replica(args) -> int:
     data = args.data or DATA_DIR / "experiences_sample.jsonl.gz"
     if not Path(data).is_file():
         raise UsageError(f"--data {data}: no such file")
-    faults = Faults.from_file(args.faults) if args.faults else None
+    try:
+        faults = Faults.from_file(args.faults) if args.faults else None
+    except (OSError, ValueError) as e:
+        raise UsageError(f"--faults {args.faults}: {e}") from None
     try:
         server = make_server(Path(data), args.host, args.port, faults, verbose=args.verbose)
     except OSError as e:
         raise UsageError(f"cannot listen on {args.host}:{args.port}: {e.strerror}; choose another --port") from None
+    import signal
+
+    def stop(*_):
+        raise KeyboardInterrupt
+
+    # SIGTERM (how tests and service managers stop it) ends serve_forever, so the cache is removed.
+    signal.signal(signal.SIGTERM, stop)
     host, port = server.server_address[:2]
     print(f"replica serving {server.store.rows} experiences from {data} at http://{host}:{port}", flush=True)
     try:

@@ -29,6 +29,11 @@ RAW_TABLES = ("experiences", "experiences__responses")
 HIDDEN_COLUMNS = ("_row_hash", "_deleted")
 
 
+def _lit(path: Path) -> str:
+    """A file path as a SQL string literal."""
+    return "'" + str(path).replace("'", "''") + "'"
+
+
 def serving_dir(db: Path) -> Path:
     """`serving/` beside the database; `serving-<name>/` for a database not named spp.duckdb, so
     that two databases in one folder never share a serving copy."""
@@ -65,14 +70,14 @@ def publish(db: Path) -> Path:
     parquet_dir.mkdir()
     con = connect(db)
     try:
-        con.execute(f"ATTACH '{tmp_db}' AS serving")
+        con.execute(f"ATTACH {_lit(tmp_db)} AS serving")
         for schema in SERVED_SCHEMAS:
             con.execute(f"CREATE SCHEMA IF NOT EXISTS serving.{schema}")
         for schema, table in _relations(con):
             con.execute(f'CREATE TABLE serving."{schema}"."{table}" AS {_select(con, schema, table)}')
         con.execute("DETACH serving")
         for mart in marts(con):
-            con.execute(f"COPY ({_select(con, 'marts', mart)}) TO '{parquet_dir / (mart + '.parquet')}' (FORMAT parquet)")
+            con.execute(f"COPY ({_select(con, 'marts', mart)}) TO {_lit(parquet_dir / (mart + '.parquet'))} (FORMAT parquet)")
     except BaseException:
         tmp_db.unlink(missing_ok=True)
         shutil.rmtree(parquet_dir, ignore_errors=True)
@@ -126,7 +131,11 @@ def export(db: Path, out_dir: Path, fmt: str) -> list[Path]:
             target = out_dir / f"{mart}.{fmt}"
             tmp = out_dir / f".{mart}.{fmt}.tmp"
             options = "FORMAT parquet" if fmt == "parquet" else "FORMAT csv, HEADER true"
-            con.execute(f"COPY ({_select(con, 'marts', mart)}) TO '{tmp}' ({options})")
+            try:
+                con.execute(f"COPY ({_select(con, 'marts', mart)}) TO {_lit(tmp)} ({options})")
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
             os.replace(tmp, target)
             written.append(target)
     finally:

@@ -158,6 +158,9 @@ class Store:
             sql += f" LIMIT {limit}"
         if fmt == "csv" and params.get("use_labels", "false").lower() == "true":
             sql = f"SELECT {', '.join(f'{chr(34)}{n}{chr(34)} AS {chr(34)}{self.labels.get(n, n)}{chr(34)}' for n in names)} FROM ({sql})"
+        delimiter = params.get("delimiter", ";")
+        if fmt == "csv" and (len(delimiter) != 1 or delimiter in "'\\"):
+            raise _bad_param(f"Invalid value for delimiter API parameter: {delimiter!r}.")
         fd, tmp = tempfile.mkstemp(dir=self.cache_dir, suffix=f".{fmt}")
         os.close(fd)
         target = Path(tmp)
@@ -170,9 +173,6 @@ class Store:
         elif fmt == "parquet":
             cur.execute(f"COPY ({sql}) TO '{target}' (FORMAT parquet)", args)
         elif fmt == "csv":
-            delimiter = params.get("delimiter", ";")
-            if len(delimiter) != 1 or delimiter in "'\\":
-                raise _bad_param(f"Invalid value for delimiter API parameter: {delimiter!r}.")
             body = target.with_suffix(".body")
             cur.execute(f"COPY ({sql}) TO '{body}' (FORMAT csv, HEADER true, DELIMITER '{delimiter}')", args)
             with open(target, "wb") as out, open(body, "rb") as src:
@@ -266,6 +266,9 @@ class Handler(BaseHTTPRequestHandler):
                 self._file(self.store.export(fmt, params), fmt)
         except ApiError as e:
             self._json(e.status, e.body)
+        except duckdb.Error as e:
+            # A query that parses but cannot run (e.g. comparing a date with text): the portal says 400.
+            self._json(400, {"error_code": "ODSQLError", "message": f"ODSQL query is malformed: {str(e).splitlines()[0]}"})
         except (BrokenPipeError, ConnectionResetError):
             pass
 
@@ -307,11 +310,17 @@ def _endpoint(parts: list[str] | None) -> str:
     return "unknown"
 
 
+class ReplicaServer(ThreadingHTTPServer):
+    def server_close(self):
+        super().server_close()
+        shutil.rmtree(self.store.cache_dir, ignore_errors=True)  # the cached export bodies
+
+
 def make_server(data: Path, host: str = "127.0.0.1", port: int = 0, faults: Faults | None = None,
                 verbose: bool = False) -> ThreadingHTTPServer:
     store = Store(data)
     handler = type("BoundHandler", (Handler,), {"store": store, "faults": faults or Faults()})
-    server = ThreadingHTTPServer((host, port), handler)
+    server = ReplicaServer((host, port), handler)
     server.daemon_threads = True
     server.verbose = verbose
     server.store = store
