@@ -37,14 +37,24 @@ DELETED = "_deleted"
 ROW_HASH = "_row_hash"
 # Part of every row hash: bump it when reshaping changes, so the next sync reloads every row.
 ROW_FORMAT_VERSION = 1
-PARENT_HINTS = dlt.mark.make_hints(
-    table_name=PARENT, write_disposition=MERGE, primary_key=PRIMARY_KEY,
-    columns={DELETED: {"data_type": "bool", "hard_delete": True}, CURSOR: {"data_type": "date"}},
-)
-CHILD_HINTS = dlt.mark.make_hints(
-    table_name=CHILD, write_disposition=MERGE, primary_key=[PRIMARY_KEY, "slot"], merge_key=PRIMARY_KEY,
-    columns={DELETED: {"data_type": "bool", "hard_delete": True}},
-)
+
+
+def _hints(disposition):
+    parent = dlt.mark.make_hints(
+        table_name=PARENT, write_disposition=disposition, primary_key=PRIMARY_KEY,
+        columns={DELETED: {"data_type": "bool", "hard_delete": True}, CURSOR: {"data_type": "date"}},
+    )
+    child = dlt.mark.make_hints(
+        table_name=CHILD, write_disposition=disposition, primary_key=[PRIMARY_KEY, "slot"], merge_key=PRIMARY_KEY,
+        columns={DELETED: {"data_type": "bool", "hard_delete": True}},
+    )
+    return parent, child
+
+
+PARENT_HINTS, CHILD_HINTS = _hints(MERGE)
+# Into an empty table, merging buys nothing: appending skips dlt's staging copy (measured: the
+# load step of a first sync about twice as fast). Only used when the table holds no row at all.
+APPEND_PARENT_HINTS, APPEND_CHILD_HINTS = _hints("append")
 
 
 
@@ -116,6 +126,7 @@ class ChangeDetector:
 
     existing: pa.Table  # id_experience, _row_hash of the stored rows in the window
     counts: Counts = field(default_factory=Counts)
+    table_empty: bool = True  # raw.experiences holds no row at all
 
     def __post_init__(self):
         self.con = duckdb.connect(config=dict(CONFIG))
@@ -134,7 +145,8 @@ class ChangeDetector:
             if not table_exists(con, DATASET, PARENT):
                 return cls(empty)
             existing = con.execute(f"SELECT {PRIMARY_KEY}, {ROW_HASH} FROM {DATASET}.{PARENT} WHERE {window.sql()}").to_arrow_table()
-            return cls(existing)
+            table_empty = con.execute(f"SELECT count(*) = 0 FROM (SELECT 1 FROM {DATASET}.{PARENT} LIMIT 1)").fetchone()[0]
+            return cls(existing, table_empty=table_empty)
         finally:
             con.close()
 
@@ -153,9 +165,12 @@ class ChangeDetector:
             # Rows already handed to dlt cannot be taken back; sync re-reads the window with only
             # the last occurrence of each id (see sync.last_occurrences).
             raise CrossBatchDuplicates()
-        old = self.con.execute(
-            f"SELECT e.{ROW_HASH} AS old FROM ids LEFT JOIN existing e USING ({PRIMARY_KEY}) ORDER BY ids.pos"
-        ).to_arrow_table().column("old")
+        if self.existing.num_rows:
+            old = self.con.execute(
+                f"SELECT e.{ROW_HASH} AS old FROM ids LEFT JOIN existing e USING ({PRIMARY_KEY}) ORDER BY ids.pos"
+            ).to_arrow_table().column("old")
+        else:  # nothing stored in this window: every row is new
+            old = pa.nulls(table.num_rows, pa.int64())
         self.con.execute(f"INSERT INTO fetched SELECT {PRIMARY_KEY} FROM ids")
         self.con.unregister("ids")
         is_new = pc.is_null(old)
@@ -209,6 +224,10 @@ def window_resource(batches: Iterator[pa.Table], detector: ChangeDetector, expec
             detector.counts.responses += responses.num_rows
             parent = parent.append_column(DELETED, pa.nulls(parent.num_rows, pa.bool_()))
             responses = responses.append_column(DELETED, pa.nulls(responses.num_rows, pa.bool_()))
+            if detector.table_empty:
+                yield dlt.mark.with_hints(parent, APPEND_PARENT_HINTS)
+                yield dlt.mark.with_hints(responses, APPEND_CHILD_HINTS)
+                continue
             yield dlt.mark.with_hints(parent, PARENT_HINTS)
             markers = _child_markers(changed.column(PRIMARY_KEY).combine_chunks())
             yield dlt.mark.with_hints(pa.concat_tables([markers, responses], promote_options="default"), CHILD_HINTS)
@@ -229,13 +248,28 @@ def window_resource(batches: Iterator[pa.Table], detector: ChangeDetector, expec
     return experiences
 
 
-def finish_pending(pipeline: dlt.Pipeline) -> bool:
+def finish_pending(pipeline: dlt.Pipeline, db: Path) -> bool:
     """Complete a load a killed run left behind, before anything new is read from the database."""
     if not pipeline.has_pending_data:
         return False
     pipeline.normalize()
     pipeline.load()
+    _drop_repeated_rows(db)
     return True
+
+
+def _drop_repeated_rows(db: Path) -> None:
+    """A first-sync (append) job killed between DuckDB's commit and dlt's bookkeeping is loaded
+    again on resume; the repeated rows are exact copies, so keep one of each key."""
+    con = connect(db)
+    try:
+        for table, key in ((PARENT, PRIMARY_KEY), (CHILD, f"{PRIMARY_KEY}, slot")):
+            if table_exists(con, DATASET, table):
+                con.execute(f"""DELETE FROM {DATASET}.{table} WHERE rowid IN (
+                    SELECT rowid FROM (SELECT rowid, row_number() OVER (PARTITION BY {key} ORDER BY rowid) AS n
+                                       FROM {DATASET}.{table}) WHERE n > 1)""")
+    finally:
+        con.close()
 
 
 def run_window(pipeline: dlt.Pipeline, resource, checkpoint=None) -> None:

@@ -210,7 +210,7 @@ def sync(opts: SyncOptions, portal: Portal | None = None) -> SyncSummary:
         with db_lock(db):
             check_source(db, opts)
             pipeline = make_pipeline(db)
-            summary.resumed_pending_load = finish_pending(pipeline)
+            summary.resumed_pending_load = finish_pending(pipeline, db)
             summary.cursor_before = read_cursor(db)
             if opts.full:
                 lower = None
