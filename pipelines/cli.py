@@ -31,6 +31,7 @@ CONFIG_KEYS = {  # option -> dlt config key
     "timeout": "sources.spp.timeout",
     "max_quota_wait": "sources.spp.max_quota_wait",
     "retries": "sources.spp.retries",
+    "on_bad_rows": "sources.spp.on_bad_rows",
 }
 
 
@@ -122,6 +123,8 @@ def build_parser() -> Parser:
                    help="longest wait in seconds for a quota reset before failing (default 900)")
     s.add_argument("--retries", type=_bounded_int(0, 20),
                    help="retries of a failed request (timeouts, resets, 429, 5xx) before giving up (default 5)")
+    s.add_argument("--on-bad-rows", choices=("fail", "quarantine"),
+                   help="a value that does not fit its field: stop the run (default) or set the row aside in raw.rejected_rows")
     s.add_argument("--no-models", action="store_true", help="load only; do not rebuild the SQL models")
     s.add_argument("--quiet", action="store_true", help="print only the summary line (errors still go to stderr)")
     s.add_argument("--json", action="store_true", help="print the run summary as JSON")
@@ -172,6 +175,11 @@ def cmd_sync(args) -> int:
             raise argparse.ArgumentTypeError(f"unknown export format {v!r}: use one of {', '.join(EXPORT_FORMATS)}")
         return v
 
+    def bad_rows(v):
+        if v not in ("fail", "quarantine"):
+            raise argparse.ArgumentTypeError(f"unknown value {v!r}: use fail or quarantine")
+        return v
+
     opts = SyncOptions(
         db=_db(args),
         base_url=_config("base_url", args.base_url, DEFAULT_BASE_URL),
@@ -184,6 +192,7 @@ def cmd_sync(args) -> int:
         timeout=_config("timeout", args.timeout, 60.0, _positive_float),
         max_quota_wait=_config("max_quota_wait", args.max_quota_wait, 900.0, _positive_float),
         retries=_config("retries", args.retries, 5, _bounded_int(0, 20)),
+        on_bad_rows=_config("on_bad_rows", args.on_bad_rows, "fail", bad_rows),
         build_models=not args.no_models,
     )
     summary = sync(opts)

@@ -12,6 +12,8 @@ column `_deleted` (always NULL on stored rows).
 
 from __future__ import annotations
 
+import datetime as dt
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +30,7 @@ from pipelines.errors import DatabaseError, PortalError
 from pipelines.fields import CURSOR, PRIMARY_KEY
 from pipelines.reshape import split
 
+log = logging.getLogger("spp.load")
 DATASET = "raw"
 PARENT = "experiences"
 CHILD = "experiences__responses"
@@ -55,6 +58,8 @@ PARENT_HINTS, CHILD_HINTS = _hints(MERGE)
 # Into an empty table, merging buys nothing: appending skips dlt's staging copy (measured: the
 # load step of a first sync about twice as fast). Only used when the table holds no row at all.
 APPEND_PARENT_HINTS, APPEND_CHILD_HINTS = _hints("append")
+REJECTED = "rejected_rows"
+REJECTED_HINTS = dlt.mark.make_hints(table_name=REJECTED, write_disposition=MERGE, primary_key=[PRIMARY_KEY, "field"])
 
 
 
@@ -100,6 +105,7 @@ class Counts:
     unchanged: int = 0
     removed: int = 0
     duplicates: int = 0
+    rejected: int = 0
     responses: int = 0
 
     def add(self, other: "Counts") -> None:
@@ -127,6 +133,7 @@ class ChangeDetector:
     existing: pa.Table  # id_experience, _row_hash of the stored rows in the window
     counts: Counts = field(default_factory=Counts)
     table_empty: bool = True  # raw.experiences holds no row at all
+    skip_removals: bool = False  # a row was set aside without a usable id: unpublished ones can't be told
 
     def __post_init__(self):
         self.con = duckdb.connect(config=dict(CONFIG))
@@ -193,6 +200,13 @@ class ChangeDetector:
         self.counts.duplicates += table.num_rows - len(last)
         return table.take(pc.take(last, pc.sort_indices(last)))
 
+    def see(self, ids: list[int]) -> None:
+        """Ids the export holds although their rows were set aside: they are not unpublished."""
+        if ids:
+            self.con.register("seen_ids", pa.table({PRIMARY_KEY: pa.array(ids, pa.int64())}))
+            self.con.execute(f"INSERT INTO fetched SELECT {PRIMARY_KEY} FROM seen_ids")
+            self.con.unregister("seen_ids")
+
     def removed_ids(self) -> pa.Array:
         return self.con.execute(
             f"SELECT {PRIMARY_KEY} FROM existing ANTI JOIN fetched USING ({PRIMARY_KEY}) ORDER BY 1"
@@ -206,7 +220,7 @@ def _child_markers(ids: pa.Array) -> pa.Table:
 
 
 def window_resource(batches: Iterator[pa.Table], detector: ChangeDetector, expected: int | None = None,
-                    still_published=None):
+                    still_published=None, rejects: list | None = None):
     """A dlt resource that yields the changed parent and response rows of one window, then deletions.
 
     Before deleting anything it checks that the export held as many rows as the portal counts for
@@ -214,9 +228,27 @@ def window_resource(batches: Iterator[pa.Table], detector: ChangeDetector, expec
     id it would delete (`still_published`): one whose send date moved out of the window is kept.
     """
 
+    def set_aside():
+        """Rows normalise() rejected (--on-bad-rows quarantine), into raw.rejected_rows."""
+        if not rejects:
+            return None
+        rows = list(rejects)
+        rejects.clear()
+        detector.counts.rejected += len({(r[PRIMARY_KEY], r["row_json"]) for r in rows})
+        ids = [r[PRIMARY_KEY] for r in rows]
+        usable = [int(i) for i in ids if i and i.lstrip("-").isdigit()]
+        detector.see(usable)
+        if len(usable) < len(ids):
+            detector.skip_removals = True
+        table = pa.Table.from_pylist(rows).append_column(
+            "rejected_at", pa.array([dt.datetime.now(dt.timezone.utc)] * len(rows), pa.timestamp("us", tz="UTC")))
+        return dlt.mark.with_hints(table, REJECTED_HINTS)
+
     @dlt.resource(name=PARENT, max_table_nesting=0)
     def experiences():
         for table in batches:
+            if (aside := set_aside()) is not None:
+                yield aside
             changed = detector.changed(table)
             if not changed.num_rows:
                 continue
@@ -231,11 +263,17 @@ def window_resource(batches: Iterator[pa.Table], detector: ChangeDetector, expec
             yield dlt.mark.with_hints(parent, PARENT_HINTS)
             markers = _child_markers(changed.column(PRIMARY_KEY).combine_chunks())
             yield dlt.mark.with_hints(pa.concat_tables([markers, responses], promote_options="default"), CHILD_HINTS)
-        received = detector.counts.fetched + detector.counts.duplicates
+        if (aside := set_aside()) is not None:
+            yield aside
+        received = detector.counts.fetched + detector.counts.duplicates + detector.counts.rejected
         if expected is not None and received < expected:
             raise PortalError(f"the export held {received} experiences where the portal counts {expected}; "
                               "nothing was changed, run again")
         removed = detector.removed_ids()
+        if len(removed) and detector.skip_removals:
+            log.warning("%d experiences look unpublished, but a row without a usable id was set aside: "
+                        "none is removed this time", len(removed))
+            removed = removed.slice(0, 0)
         if len(removed) and still_published is not None:
             moved = still_published(removed.to_pylist())
             if moved:

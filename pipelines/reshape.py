@@ -69,7 +69,7 @@ def read_batches(path: Path, fmt: str, field_types: dict[str, str], block_size: 
             name, new_kind = m.group(1), m.group(3)
             if read_types.get(name) == _JSON_KIND[new_kind] or name in retyped:
                 # A column that mixes JSON types (numbers and strings): pyarrow cannot read it.
-                path = _stringify_field(path, name, field_types.get(name, "text"))
+                path = _stringify_field(path, name)
                 read_types[name] = pa.string()
                 continue
             retyped.add(name)
@@ -77,8 +77,9 @@ def read_batches(path: Path, fmt: str, field_types: dict[str, str], block_size: 
             read_types[name] = pa.string() if m.group(2) != "null" and new_kind != "array" else _JSON_KIND[new_kind]
 
 
-def _stringify_field(path: Path, name: str, ods_type: str) -> Path:
-    """Rare path, per line: rewrite one mixed-type field as text, or name the value that cannot be cast."""
+def _stringify_field(path: Path, name: str) -> Path:
+    """Rare path, per line: rewrite one mixed-type field as text; normalise() then casts it back or
+    reports the values that cannot be cast."""
     out_path = Path(str(path) + f".{name}.jsonl")
     with open(path, encoding="utf-8") as src, open(out_path, "w", encoding="utf-8") as out:
         for line in src:
@@ -87,68 +88,84 @@ def _stringify_field(path: Path, name: str, ods_type: str) -> Path:
             row = json.loads(line)
             value = row.get(name)
             if value is not None and not isinstance(value, str):
-                row[name] = value = json.dumps(value) if isinstance(value, (list, dict)) else str(value)
-            if value is not None and ods_type in ("int", "double"):
-                try:
-                    float(value) if ods_type == "double" else int(value)
-                except ValueError:
-                    raise DataError(f"field {name!r} should be {ods_type} but has the value {value!r}") from None
+                row[name] = json.dumps(value) if isinstance(value, (list, dict)) else str(value)
             out.write(json.dumps(row, ensure_ascii=False) + "\n")
     return out_path
 
 
-def _parse_dates(col: pa.ChunkedArray | pa.Array, name: str) -> pa.Array:
-    """ODS dates arrive as YYYY-MM-DD; ISO datetimes, DD/MM/YYYY, YYYY/MM/DD and YYYY-MM also parse."""
+_NUMBER_RE = {"int": r"^-?[0-9]+$", "double": r"^-?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?$"}
+
+
+def _parse_dates(col) -> tuple[pa.Array, pa.Array]:
+    """ODS dates arrive as YYYY-MM-DD; ISO datetimes, DD/MM/YYYY, YYYY/MM/DD and YYYY-MM also parse.
+    Returns the dates and a mask of the values that are not dates."""
     col = pc.utf8_trim_whitespace(col.cast(pa.string()))
     head = pc.utf8_slice_codeunits(col, 0, 10)
     candidates = [pc.strptime(head, format=f, unit="s", error_is_null=True) for f in ("%Y-%m-%d", "%d/%m/%Y", "%Y/%m/%d")]
     month = pc.if_else(pc.equal(pc.utf8_length(col), 7), pc.binary_join_element_wise(col, "-01", ""), None)
     candidates.append(pc.strptime(month, format="%Y-%m-%d", unit="s", error_is_null=True))
     parsed = pc.coalesce(*candidates)
-    bad = pc.and_(pc.is_valid(col), pc.is_null(parsed))
-    bad = pc.and_kleene(bad, pc.not_equal(col, ""))
-    if pc.any(bad).as_py():
-        value = pc.filter(col, bad)[0].as_py()
-        raise DataError(f"field {name!r} has a value that is not a date: {value!r}; expected YYYY-MM-DD")
-    return parsed.cast(pa.date32())
+    bad = pc.and_kleene(pc.and_(pc.is_valid(col), pc.is_null(parsed)), pc.not_equal(col, ""))
+    return parsed.cast(pa.date32()), pc.fill_null(bad, False)
+
+
+def _bad_values(col, ods_type: str):
+    """Mask of the values that cannot be stored as `ods_type` (None when every value can)."""
+    if ods_type == "date":
+        return _parse_dates(col)[1]
+    target = STORE_TYPES.get(ods_type, pa.string())
+    if not pa.types.is_string(col.type) or target not in (pa.int64(), pa.float64()):
+        return None
+    text = pc.utf8_trim_whitespace(col)
+    ok = pc.or_kleene(pc.match_substring_regex(text, _NUMBER_RE[ods_type]), pc.equal(text, ""))
+    return pc.fill_null(pc.invert(ok), False)
 
 
 def _coerce(col, name: str, ods_type: str):
     target = STORE_TYPES.get(ods_type, pa.string())
     if ods_type == "date":
-        return _parse_dates(col, name)
+        return _parse_dates(col)[0]
     if pa.types.is_list(col.type):
         # A multivalued field: keep the portal's CSV rendering ("a, b,") so every row reads alike.
         joined = pc.binary_join(col, ", ")
         return pc.if_else(pc.greater(pc.list_value_length(col), 0), pc.binary_join_element_wise(joined, ",", ""), None)
     if col.type == target or pa.types.is_null(col.type):
         return col.cast(target)
-    try:
-        if pa.types.is_string(col.type) and target in (pa.int64(), pa.float64()):
-            col = pc.utf8_trim_whitespace(col)
-            col = pc.if_else(pc.equal(col, ""), None, col)
-        return col.cast(target)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        bad = _first_uncastable(col, target)
-        raise DataError(f"field {name!r} should be {ods_type} but has the value {bad!r}") from None
+    if pa.types.is_string(col.type) and target in (pa.int64(), pa.float64()):
+        col = pc.utf8_trim_whitespace(col)
+        col = pc.if_else(pc.equal(col, ""), None, col)
+    return col.cast(target)
 
 
-def _first_uncastable(col, target):
-    for v in col.to_pylist():  # only on the error path
-        if v is None:
-            continue
-        try:
-            pa.array([v]).cast(target)
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            return v
-    return None
+def normalise(batch: pa.RecordBatch, field_types: dict[str, str], rejects: list | None = None) -> pa.Table:
+    """Cast every known field to its stored type; unknown fields keep the type they were read with.
 
-
-def normalise(batch: pa.RecordBatch, field_types: dict[str, str]) -> pa.Table:
-    """Cast every known field to its stored type; unknown fields keep the type they were read with."""
+    A value that cannot be stored as its field's type stops the run with the field and the value
+    named; or, when `rejects` is a list (--on-bad-rows quarantine), its row is left out and
+    described in `rejects` (id as text, field, value, the whole row as JSON).
+    """
     table = pa.Table.from_batches([batch])
     if PRIMARY_KEY not in table.column_names:
         raise DataError(f"the export has no {PRIMARY_KEY!r} field; check --dataset")
+    bad_rows = None
+    for name in table.column_names:
+        if name not in field_types:
+            continue
+        bad = _bad_values(table.column(name), field_types[name])
+        if bad is None or not pc.any(bad).as_py():
+            continue
+        values = pc.filter(table.column(name), bad).to_pylist()
+        if rejects is None:
+            expected = "YYYY-MM-DD" if field_types[name] == "date" else field_types[name]
+            raise DataError(f"field {name!r} should be {expected} but has the value {values[0]!r}; nothing was loaded "
+                            "(or run with --on-bad-rows quarantine to set such rows aside)")
+        for row, value in zip(table.filter(bad).to_pylist(), values):  # only the rejected rows, so few
+            rejects.append({"id_experience": None if row.get(PRIMARY_KEY) is None else str(row[PRIMARY_KEY]),
+                            "field": name, "value": str(value), "expected_type": field_types[name],
+                            "row_json": json.dumps(row, ensure_ascii=False, default=str)})
+        bad_rows = bad if bad_rows is None else pc.or_(bad_rows, bad)
+    if bad_rows is not None:
+        table = table.filter(pc.invert(bad_rows))
     columns, names = [], []
     for name in table.column_names:
         col = table.column(name)

@@ -56,6 +56,7 @@ class SyncOptions:
     timeout: float = 60.0
     max_quota_wait: float = 900.0
     retries: int = 5
+    on_bad_rows: str = "fail"  # or "quarantine": set such rows aside in raw.rejected_rows
     build_models: bool = True
 
 
@@ -79,6 +80,7 @@ class SyncSummary:
         before = self.cursor_before.isoformat() if self.cursor_before else "none"
         after = self.cursor_after.isoformat() if self.cursor_after else "none"
         dup = f", {c.duplicates} duplicate ids (last kept)" if c.duplicates else ""
+        dup += f", {c.rejected} rows set aside in raw.rejected_rows" if c.rejected else ""
         return (f"sync {self.mode} ok: fetched {c.fetched}, new {c.new}, updated {c.updated}, removed {c.removed}, "
                 f"unchanged {c.unchanged}{dup} | cursor {before} -> {after} | {self.windows} window(s) | "
                 f"{self.duration_seconds:.1f}s")
@@ -236,16 +238,20 @@ def sync(opts: SyncOptions, portal: Portal | None = None) -> SyncSummary:
                     log.info("window %d/%d: %.1f MB downloaded, loading", i, len(windows), size / 1e6)
                     t_window = time.monotonic()
                     detector = ChangeDetector.for_window(db, window)
-                    batches = (normalise(b, field_types) for b in read_batches(path, opts.export_format, field_types))
+                    rejects = [] if opts.on_bad_rows == "quarantine" else None
+                    batches = (normalise(b, field_types, rejects) for b in read_batches(path, opts.export_format, field_types))
                     step = lambda name: checkpoint(f"{name}:{i}")  # noqa: E731
                     try:
-                        run_window(pipeline, window_resource(batches, detector, expected, portal.published), checkpoint=step)
+                        run_window(pipeline, window_resource(batches, detector, expected, portal.published, rejects),
+                                   checkpoint=step)
                     except CrossBatchDuplicates:
                         log.warning("window %d/%d: the export repeats ids across batches; reading it again, "
                                     "keeping the last of each", i, len(windows))
                         detector = ChangeDetector.for_window(db, window)
-                        batches = last_occurrences(path, opts.export_format, field_types, detector.counts)
-                        run_window(pipeline, window_resource(batches, detector, expected, portal.published), checkpoint=step)
+                        rejects = [] if opts.on_bad_rows == "quarantine" else None
+                        batches = last_occurrences(path, opts.export_format, field_types, detector.counts, rejects)
+                        run_window(pipeline, window_resource(batches, detector, expected, portal.published, rejects),
+                                   checkpoint=step)
                 finally:
                     for spooled in spool.glob("window.*"):
                         spooled.unlink(missing_ok=True)
@@ -275,14 +281,15 @@ def sync(opts: SyncOptions, portal: Portal | None = None) -> SyncSummary:
     return summary
 
 
-def last_occurrences(path: Path, fmt: str, field_types: dict, counts: Counts):
+def last_occurrences(path: Path, fmt: str, field_types: dict, counts: Counts, rejects: list | None = None):
     """Batches of the export keeping only the last row of each id (a second pass, only when needed)."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
     from pipelines.fields import PRIMARY_KEY
 
-    ids = [normalise(b, field_types).column(PRIMARY_KEY) for b in read_batches(path, fmt, field_types)]
+    ids = [normalise(b, field_types, [] if rejects is not None else None).column(PRIMARY_KEY)
+           for b in read_batches(path, fmt, field_types)]
     ids = pa.chunked_array(ids).combine_chunks() if ids else pa.array([], pa.int64())
     positions = pa.table({"id": ids, "pos": pa.array(range(len(ids)), pa.int64())})
     keep = positions.group_by("id").aggregate([("pos", "max")]).column("pos_max")
@@ -290,7 +297,7 @@ def last_occurrences(path: Path, fmt: str, field_types: dict, counts: Counts):
     keep_mask = pc.is_in(pa.array(range(len(ids)), pa.int64()), value_set=keep.combine_chunks())
     offset = 0
     for b in read_batches(path, fmt, field_types):
-        table = normalise(b, field_types)
+        table = normalise(b, field_types, rejects)
         yield table.filter(keep_mask.slice(offset, table.num_rows))
         offset += table.num_rows
 
@@ -306,6 +313,7 @@ CREATE TABLE IF NOT EXISTS ops.sync_runs (
 ALTER TABLE ops.sync_runs ADD COLUMN IF NOT EXISTS serving_seconds DOUBLE;
 ALTER TABLE ops.sync_runs ADD COLUMN IF NOT EXISTS base_url VARCHAR;
 ALTER TABLE ops.sync_runs ADD COLUMN IF NOT EXISTS dataset VARCHAR;
+ALTER TABLE ops.sync_runs ADD COLUMN IF NOT EXISTS rejected BIGINT;
 """
 
 
@@ -319,7 +327,7 @@ def record_run(db: Path, s: SyncSummary, opts: SyncOptions) -> None:
         con.execute(RUNS_DDL)
         values = {
             "run_id": s.run_id, "mode": s.mode, "started_at": s.started_at, "fetched": c.fetched, "new": c.new,
-            "updated": c.updated, "unchanged": c.unchanged, "removed": c.removed, "duplicates": c.duplicates,
+            "updated": c.updated, "unchanged": c.unchanged, "removed": c.removed, "duplicates": c.duplicates, "rejected": c.rejected,
             "responses": c.responses, "cursor_before": s.cursor_before, "cursor_after": s.cursor_after,
             "windows": s.windows, "resumed_pending_load": s.resumed_pending_load, "load_seconds": s.load_seconds,
             "models_seconds": s.models_seconds, "serving_seconds": s.serving_seconds,

@@ -127,3 +127,19 @@ def test_duplicate_ids_across_batches_last_wins(tmp_path, make_replica):
     first = rows[0]["id_experience"]
     assert query(db, f"SELECT titre FROM raw.experiences WHERE id_experience = {first}") == [("Titre corrigé (doublon)",)]
     assert query(db, "SELECT count(*), count(DISTINCT id_experience) FROM raw.experiences") == [(4000, 4000)]
+
+
+@pytest.mark.parametrize("change, field, value", [("bad_date", "ecrit_le", "bientôt"), ("bad_id", "id_experience", "abc-12")])
+def test_quarantine_sets_bad_rows_aside_and_loads_the_rest(change, field, value, tmp_path, small_data, make_replica):
+    replica = make_replica(small_data)
+    db = tmp_path / "spp.duckdb"
+    spp("sync", "--base-url", replica.url, "--db", str(db), check=True)
+    before = table_dump(db)["raw.experiences"]
+    drifting = make_replica(small_data, faults_file(tmp_path, [{"endpoint": "export", "fault": "drift", "change": change}]))
+    out = spp("sync", "--base-url", drifting.url, "--db", str(db), "--full", "--on-bad-rows", "quarantine", "--json", check=True)
+    s = json.loads(out.stdout)
+    assert s["rejected"] == 1 and s["removed"] == 0 and s["updated"] == 0
+    rejected = query(db, "SELECT id_experience, field, value, expected_type FROM raw.rejected_rows")
+    assert len(rejected) == 1 and rejected[0][1:3] == (field, value)
+    # The row set aside keeps its previous version; nothing else changed.
+    assert table_dump(db)["raw.experiences"] == before
