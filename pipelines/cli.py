@@ -225,19 +225,13 @@ def cmd_models(args) -> int:
 
 
 def _open_read_only(db: Path):
-    import duckdb
+    from pipelines.database import connect
 
     if not db.exists():
         raise DatabaseError(f"no database at {db}: run `spp sync` first (or give --db)")
     if db.is_dir():
         raise DatabaseError(f"--db {db} is a directory; give the DuckDB file")
-    try:
-        return duckdb.connect(str(db), read_only=True)
-    except duckdb.Error as e:
-        text = str(e)
-        if "lock" in text.lower():
-            raise DatabaseError(f"{db} is being written by another process (a sync?); try again in a moment") from None
-        raise DatabaseError(f"cannot open {db}: {text.splitlines()[0]}") from None
+    return connect(db, read_only=True)
 
 
 def cmd_status(args) -> int:
@@ -283,7 +277,9 @@ def cmd_query(args) -> int:
     if args.write:
         if not db.exists():
             raise DatabaseError(f"no database at {db}: run `spp sync` first (or give --db)")
-        con = duckdb.connect(str(db))
+        from pipelines.database import connect
+
+        con = connect(db)
     else:
         con = _open_read_only(db)
     try:

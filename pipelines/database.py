@@ -17,13 +17,16 @@ def connect(db: Path, read_only: bool = False) -> duckdb.DuckDBPyConnection:
     try:
         return duckdb.connect(str(db), read_only=read_only, config=dict(CONFIG))
     except duckdb.Error as e:
-        raise open_error(db, e) from None
+        raise open_error(db, e, read_only) from None
 
 
-def open_error(db: Path, e: Exception):
+def open_error(db: Path, e: Exception, read_only: bool = False):
     from pipelines.errors import DatabaseError
 
     text = str(e)
+    if "lock" in text.lower() and read_only:
+        return DatabaseError(f"{db} is being written by another process (a sync?); try again in a moment, "
+                             "or read the serving copy")
     if "lock" in text.lower():
         return DatabaseError(f"{db} is open in another program (a BI tool or DuckDB shell?); close it, or point "
                              "the tool at the serving copy, then run again")

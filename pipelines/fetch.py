@@ -9,7 +9,6 @@ and jitter by tenacity; a 429 waits for the portal's announced reset when that i
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import time
 from dataclasses import dataclass, field

@@ -26,7 +26,7 @@ import pyarrow.compute as pc
 from dlt.destinations.impl.duckdb.configuration import DuckDbCredentials
 
 from pipelines.database import CONFIG, connect, table_exists
-from pipelines.errors import DatabaseError, PortalError
+from pipelines.errors import DatabaseError, PortalError, SppError
 from pipelines.fields import CURSOR, PRIMARY_KEY
 from pipelines.reshape import split
 
@@ -326,8 +326,6 @@ def run_window(pipeline: dlt.Pipeline, resource, checkpoint=None) -> None:
 
 
 def _explain(e: Exception) -> Exception:
-    from pipelines.errors import SppError
-
     inner = e
     while inner.__cause__ is not None or inner.__context__ is not None:
         if isinstance(inner, (SppError, CrossBatchDuplicates)):

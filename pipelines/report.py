@@ -11,8 +11,7 @@ import datetime as dt
 import html
 from pathlib import Path
 
-import duckdb
-
+from pipelines.database import connect
 from pipelines.errors import DatabaseError
 from pipelines.serve import serving_dir
 
@@ -106,10 +105,7 @@ def _source(db: Path) -> Path:
 
 def build(db: Path, out: Path) -> Path:
     source = _source(db)
-    try:
-        con = duckdb.connect(str(source), read_only=True)
-    except duckdb.Error as e:
-        raise DatabaseError(f"cannot open {source}: {str(e).splitlines()[0]}") from None
+    con = connect(source, read_only=True)
     try:
         have = {t for (t,) in con.execute("SELECT table_name FROM information_schema.tables WHERE table_schema = 'marts'").fetchall()}
         needed = {"sentiment_by_month", "experiences_by_structure", "contact_channels", "tags_by_sentiment"}

@@ -118,10 +118,7 @@ def export(db: Path, out_dir: Path, fmt: str) -> list[Path]:
     if out_dir.exists() and not out_dir.is_dir():
         raise UsageError(f"--out {out_dir} is a file; give a folder")
     out_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        con = duckdb.connect(str(db), read_only=True)
-    except duckdb.Error as e:
-        raise DatabaseError(f"cannot open {db}: {str(e).splitlines()[0]}") from None
+    con = connect(db, read_only=True)
     written = []
     try:
         names = marts(con)

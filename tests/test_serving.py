@@ -13,7 +13,7 @@ import textwrap
 import duckdb
 import pytest
 
-from conftest import ROOT, generated, query, spp
+from conftest import generated, query, spp
 
 READER = textwrap.dedent("""
     import duckdb, json, os, sys, time
