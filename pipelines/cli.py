@@ -25,6 +25,7 @@ CONFIG_KEYS = {  # option -> dlt config key
     "base_url": "sources.spp.base_url",
     "dataset": "sources.spp.dataset",
     "db": "sources.spp.db",
+    "destination": "sources.spp.destination",
     "lookback_days": "sources.spp.lookback_days",
     "window_rows": "sources.spp.window_rows",
     "export_format": "sources.spp.export_format",
@@ -90,13 +91,23 @@ def _config(name: str, cli_value, default, convert=None):
     return value
 
 
-def _db(args) -> Path:
+def _db(args):
+    """The DuckDB file (--db), or the lake --destination names; a lake keeps its local state
+    (dlt's working folder, the sync lock) in the folder of --db."""
+    from pipelines.lake import DESTINATIONS, target
     from pipelines.sync import DEFAULT_DB
 
-    return Path(_config("db", args.db, DEFAULT_DB))
+    def destination(v):
+        if v not in DESTINATIONS:
+            raise argparse.ArgumentTypeError(f"unknown destination {v!r}: use one of {', '.join(DESTINATIONS)}")
+        return v
+
+    db = Path(_config("db", args.db, DEFAULT_DB))
+    return target(_config("destination", args.destination, "duckdb", destination), db)
 
 
 def build_parser() -> Parser:
+    from pipelines.lake import DESTINATIONS
     from pipelines.sync import DEFAULT_BASE_URL, DEFAULT_DATASET, DEFAULT_DB, DEFAULT_LOOKBACK_DAYS, DEFAULT_WINDOW_ROWS, EXPORT_FORMATS
 
     p = Parser(prog="spp", description="Services Publics Plus experiences in DuckDB.")
@@ -106,6 +117,8 @@ def build_parser() -> Parser:
 
     def db_option(sp):
         sp.add_argument("--db", help=f"DuckDB file (default {DEFAULT_DB})")
+        sp.add_argument("--destination", choices=DESTINATIONS,
+                        help="duckdb (default: the --db file), ducklake or motherduck (settings: README, Scaling out)")
 
     s = sub.add_parser("sync", help="load new and changed experiences, then build the models")
     s.add_argument("--base-url", help=f"portal address (default {DEFAULT_BASE_URL})")
@@ -214,19 +227,23 @@ def cmd_models(args) -> int:
         raise DatabaseError(f"no database at {db}: run `spp sync` first")
     from pipelines.sync import check_db_path, db_lock
 
-    check_db_path(db)
+    if isinstance(db, Path):
+        check_db_path(db)
     from pipelines.serve import publish
 
     with db_lock(db):
         models = build_models(db)
         out = publish(db)
-    print(f"built {len(models)} models and passed {len(discover_tests())} data tests in {db}; serving copy in {out}")
+    where = f"serving copy in {out}" if isinstance(out, Path) else out
+    print(f"built {len(models)} models and passed {len(discover_tests())} data tests in {db}; {where}")
     return errors.OK
 
 
-def _open_read_only(db: Path):
+def _open_read_only(db, published: bool = True):
     from pipelines.database import connect
 
+    if not isinstance(db, Path):
+        return connect(db, read_only=True, published=published)
     if not db.exists():
         raise DatabaseError(f"no database at {db}: run `spp sync` first (or give --db)")
     if db.is_dir():
@@ -238,7 +255,7 @@ def cmd_status(args) -> int:
     from pipelines.database import table_exists
 
     db = _db(args)
-    con = _open_read_only(db)
+    con = _open_read_only(db, published=False)
     try:
         print(f"database: {db}")
         if not table_exists(con, "raw", "experiences"):
@@ -250,7 +267,7 @@ def cmd_status(args) -> int:
         print(f"cursor (latest send date loaded): {cursor or 'none'}")
         tables = con.execute(
             "SELECT table_schema, table_name FROM information_schema.tables "
-            "WHERE table_schema IN ('raw', 'staging', 'intermediate', 'marts') AND table_name NOT LIKE '\\_dlt%' ESCAPE '\\' "
+            "WHERE table_catalog = current_database() AND table_schema IN ('raw', 'staging', 'intermediate', 'marts') AND table_name NOT LIKE '\\_dlt%' ESCAPE '\\' "
             "AND table_type = 'BASE TABLE' ORDER BY 1, 2").fetchall()
         print("rows:")
         for schema, name in tables:

@@ -13,7 +13,11 @@ MEMORY_LIMIT = os.environ.get("SPP_DUCKDB_MEMORY_LIMIT", "512MB")
 CONFIG = {"memory_limit": MEMORY_LIMIT}
 
 
-def connect(db: Path, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+def connect(db, read_only: bool = False, published: bool | None = None) -> duckdb.DuckDBPyConnection:
+    """`db` is a DuckDB file, or a lake (pipelines.lake) whose read-only connections see, by
+    default, the snapshot of the last finished sync (`published`)."""
+    if not isinstance(db, Path):
+        return db.connect(read_only=read_only, published=read_only if published is None else published)
     try:
         return duckdb.connect(str(db), read_only=read_only, config=dict(CONFIG))
     except duckdb.Error as e:
@@ -34,6 +38,12 @@ def open_error(db: Path, e: Exception, read_only: bool = False):
 
 
 def table_exists(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:
+    # current_database(): a lake's connection also sees DuckDB's own in-memory catalog.
     return bool(con.execute(
-        "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?", [schema, table]
+        "SELECT count(*) FROM information_schema.tables WHERE table_catalog = current_database() "
+        "AND table_schema = ? AND table_name = ?", [schema, table]
     ).fetchone()[0])
+
+
+def lock_path(db) -> Path:
+    return db.with_name(db.name + ".lock") if isinstance(db, Path) else db.lock_path

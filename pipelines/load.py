@@ -113,13 +113,15 @@ class Counts:
             setattr(self, k, getattr(self, k) + getattr(other, k))
 
 
-def make_pipeline(db_path: Path) -> dlt.Pipeline:
-    return dlt.pipeline(
-        pipeline_name=PIPELINE_NAME,
-        pipelines_dir=str(db_path.parent / f".{db_path.name}.dlt"),
-        destination=dlt.destinations.duckdb(DuckDbCredentials(str(db_path), global_config=dict(CONFIG))),
-        dataset_name=DATASET,
-    )
+def make_pipeline(db) -> dlt.Pipeline:
+    """dlt's pipeline for a DuckDB file, or for a lake (its working folder is local either way)."""
+    if isinstance(db, Path):
+        pipelines_dir = db.parent / f".{db.name}.dlt"
+        destination = dlt.destinations.duckdb(DuckDbCredentials(str(db), global_config=dict(CONFIG)))
+    else:
+        pipelines_dir, destination = db.pipelines_dir, db.destination()
+    return dlt.pipeline(pipeline_name=PIPELINE_NAME, pipelines_dir=str(pipelines_dir),
+                        destination=destination, dataset_name=DATASET)
 
 
 class CrossBatchDuplicates(Exception):
@@ -143,7 +145,7 @@ class ChangeDetector:
         self.con.unregister("existing_arrow")
 
     @classmethod
-    def for_window(cls, db_path: Path, window: Window) -> "ChangeDetector":
+    def for_window(cls, db_path, window: Window) -> "ChangeDetector":
         empty = pa.table({PRIMARY_KEY: pa.array([], pa.int64()), ROW_HASH: pa.array([], pa.int64())})
         if not db_path.exists():
             return cls(empty)
@@ -286,7 +288,7 @@ def window_resource(batches: Iterator[pa.Table], detector: ChangeDetector, expec
     return experiences
 
 
-def finish_pending(pipeline: dlt.Pipeline, db: Path) -> bool:
+def finish_pending(pipeline: dlt.Pipeline, db) -> bool:
     """Complete a load a killed run left behind, before anything new is read from the database."""
     if not pipeline.has_pending_data:
         return False
@@ -296,7 +298,7 @@ def finish_pending(pipeline: dlt.Pipeline, db: Path) -> bool:
     return True
 
 
-def _drop_repeated_rows(db: Path) -> None:
+def _drop_repeated_rows(db) -> None:
     """A first-sync (append) job killed between DuckDB's commit and dlt's bookkeeping is loaded
     again on resume; the repeated rows are exact copies, so keep one of each key."""
     con = connect(db)

@@ -98,7 +98,7 @@ def _source_views(con: duckdb.DuckDBPyConnection) -> list[str]:
     """SQL for staging.src_experiences / src_responses over raw, filling absent fields with NULL."""
     def columns(table: str) -> dict[str, str]:
         rows = con.execute("SELECT column_name, data_type FROM information_schema.columns "
-                           "WHERE table_schema = 'raw' AND table_name = ? ORDER BY ordinal_position", [table]).fetchall()
+                           "WHERE table_catalog = current_database() AND table_schema = 'raw' AND table_name = ? ORDER BY ordinal_position", [table]).fetchall()
         return dict(rows)
 
     parent_cols = columns("experiences")
@@ -124,7 +124,7 @@ def _failure_rows(cur: duckdb.DuckDBPyConnection, sql: str) -> tuple[list[str], 
     return rel.columns, rows, total
 
 
-def build_models(db: Path, sql_dir: Path = SQL_DIR, on_model=None) -> list[Model]:
+def build_models(db, sql_dir: Path = SQL_DIR, on_model=None) -> list[Model]:
     """Build every model and run every data test in one transaction; raise ModelError on failure."""
     models = discover(sql_dir)
     tests = discover_tests(sql_dir)

@@ -94,7 +94,9 @@ def _months(title: str, rows: list[tuple[dt.date, dict]], chart_id: str) -> str:
     return f"<section><h2>{_esc(title)}</h2>{''.join(parts)}<p class=\"legend\">{legend}</p></section>"
 
 
-def _source(db: Path) -> Path:
+def _source(db):
+    if not isinstance(db, Path):
+        return db  # a lake: read-only connections see its last published snapshot
     serving = serving_dir(db) / "spp.duckdb"
     if serving.exists():
         return serving
@@ -103,11 +105,11 @@ def _source(db: Path) -> Path:
     raise DatabaseError(f"no database at {db}: run `spp sync` first (or give --db)")
 
 
-def build(db: Path, out: Path) -> Path:
+def build(db, out: Path) -> Path:
     source = _source(db)
     con = connect(source, read_only=True)
     try:
-        have = {t for (t,) in con.execute("SELECT table_name FROM information_schema.tables WHERE table_schema = 'marts'").fetchall()}
+        have = {t for (t,) in con.execute("SELECT table_name FROM information_schema.tables WHERE table_catalog = current_database() AND table_schema = 'marts'").fetchall()}
         needed = {"sentiment_by_month", "experiences_by_structure", "contact_channels", "tags_by_sentiment"}
         if not needed <= have:
             raise DatabaseError(f"{source} lacks the marts {', '.join(sorted(needed - have))}: run `spp sync` first")

@@ -43,25 +43,28 @@ def serving_dir(db: Path) -> Path:
 def _relations(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str]]:
     rows = con.execute(
         "SELECT table_schema, table_name FROM information_schema.tables "
-        "WHERE table_schema IN ('staging', 'intermediate', 'marts') AND table_name NOT LIKE 'src\\_%' ESCAPE '\\' "
+        "WHERE table_catalog = current_database() AND table_schema IN ('staging', 'intermediate', 'marts') AND table_name NOT LIKE 'src\\_%' ESCAPE '\\' "
         "ORDER BY 1, 2").fetchall()
     return [("raw", t) for t in RAW_TABLES] + rows
 
 
 def marts(con: duckdb.DuckDBPyConnection) -> list[str]:
     return [t for (t,) in con.execute(
-        "SELECT table_name FROM information_schema.tables WHERE table_schema = 'marts' ORDER BY 1").fetchall()]
+        "SELECT table_name FROM information_schema.tables WHERE table_catalog = current_database() AND table_schema = 'marts' ORDER BY 1").fetchall()]
 
 
 def _select(con, schema: str, table: str) -> str:
     cols = [c for (c,) in con.execute(
-        "SELECT column_name FROM information_schema.columns WHERE table_schema = ? AND table_name = ? "
+        "SELECT column_name FROM information_schema.columns WHERE table_catalog = current_database() AND table_schema = ? AND table_name = ? "
         "ORDER BY ordinal_position", [schema, table]).fetchall() if c not in HIDDEN_COLUMNS]
     return f'SELECT {", ".join(chr(34) + c + chr(34) for c in cols)} FROM "{schema}"."{table}"'
 
 
-def publish(db: Path) -> Path:
-    """Write the serving copy and the Parquet marts; return the serving folder."""
+def publish(db) -> Path | str:
+    """Write the serving copy and the Parquet marts; return the serving folder. A lake needs no
+    copy: its readers attach the lake itself, pinned to the snapshot published here."""
+    if not isinstance(db, Path):
+        return db.publish()
     out = serving_dir(db)
     out.mkdir(parents=True, exist_ok=True)
     token = uuid.uuid4().hex[:10]
@@ -89,7 +92,7 @@ def publish(db: Path) -> Path:
     _prune(out, keep={parquet_dir.name})
     con = connect(db)
     try:
-        if con.execute("SELECT count(*) FROM information_schema.tables WHERE table_schema = 'ops' AND table_name = 'model_builds'").fetchone()[0]:
+        if con.execute("SELECT count(*) FROM information_schema.tables WHERE table_catalog = current_database() AND table_schema = 'ops' AND table_name = 'model_builds'").fetchone()[0]:
             con.execute("UPDATE ops.model_builds SET published = true WHERE built_at = (SELECT max(built_at) FROM ops.model_builds)")
     finally:
         con.close()
@@ -111,7 +114,7 @@ def _prune(out: Path, keep: set[str]) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def export(db: Path, out_dir: Path, fmt: str) -> list[Path]:
+def export(db, out_dir: Path, fmt: str) -> list[Path]:
     """One file per mart in out_dir, as Parquet or CSV, from a read-only connection."""
     if fmt not in ("parquet", "csv"):
         raise UsageError(f"unknown export format {fmt!r}: use parquet or csv")

@@ -28,7 +28,7 @@ import duckdb
 from pipelines.errors import DatabaseError, LockedError, UsageError
 from pipelines.fetch import Portal
 from pipelines.fields import CURSOR
-from pipelines.database import connect, table_exists
+from pipelines.database import connect, lock_path, table_exists
 from pipelines.load import DATASET, PARENT, ChangeDetector, Counts, CrossBatchDuplicates, Window, finish_pending, make_pipeline, run_window, window_resource
 from pipelines.models import build_models
 from pipelines.reshape import normalise, read_batches
@@ -45,7 +45,7 @@ EXPORT_FORMATS = ("jsonl", "parquet")
 
 @dataclass
 class SyncOptions:
-    db: Path
+    db: Path | object  # a DuckDB file, or a lake (pipelines.lake)
     base_url: str = DEFAULT_BASE_URL
     dataset: str = DEFAULT_DATASET
     since: dt.date | None = None
@@ -92,10 +92,10 @@ class SyncSummary:
 
 
 @contextlib.contextmanager
-def db_lock(db: Path):
-    """One sync per database. The OS drops the lock when its holder dies, even by SIGKILL."""
-    lock_path = db.with_name(db.name + ".lock")
-    fd = os.open(lock_path, os.O_CREAT | os.O_RDWR, 0o644)
+def db_lock(db):
+    """One sync per database. The OS drops the lock when its holder dies, even by SIGKILL.
+    For a lake the lock file is local: run its scheduled sync from one machine."""
+    fd = os.open(lock_path(db), os.O_CREAT | os.O_RDWR, 0o644)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -110,7 +110,7 @@ def db_lock(db: Path):
         os.close(fd)
 
 
-def read_cursor(db: Path) -> dt.date | None:
+def read_cursor(db) -> dt.date | None:
     """The latest send date loaded, ignoring dates in the future (a typo must not stall the sync)."""
     if not db.exists():
         return None
@@ -147,10 +147,10 @@ def checkpoint(name: str) -> None:
         time.sleep(3600)
 
 
-def _needs_models(db: Path, summary: SyncSummary) -> bool:
+def _needs_models(db, summary: SyncSummary) -> bool:
     """Rebuilding the models and the serving copy is the slow part of a sync: skip it when they are
     already built and published from the latest load (a run that changed no row makes no load)."""
-    if not (serving_dir(db) / "spp.duckdb").exists():
+    if isinstance(db, Path) and not (serving_dir(db) / "spp.duckdb").exists():
         return True
     con = connect(db)
     try:
@@ -163,7 +163,7 @@ def _needs_models(db: Path, summary: SyncSummary) -> bool:
         con.close()
 
 
-def check_source(db: Path, opts: SyncOptions) -> None:
+def check_source(db, opts: SyncOptions) -> None:
     """A database holds one portal's dataset: syncing another one into it would mix them."""
     if not db.exists():
         return
@@ -172,7 +172,7 @@ def check_source(db: Path, opts: SyncOptions) -> None:
         if not table_exists(con, "ops", "sync_runs"):
             return
         cols = {c for (c,) in con.execute("SELECT column_name FROM information_schema.columns "
-                                          "WHERE table_schema = 'ops' AND table_name = 'sync_runs'").fetchall()}
+                                          "WHERE table_catalog = current_database() AND table_schema = 'ops' AND table_name = 'sync_runs'").fetchall()}
         if "base_url" not in cols:
             return
         last = con.execute("SELECT base_url, dataset FROM ops.sync_runs ORDER BY finished_at DESC LIMIT 1").fetchone()
@@ -180,8 +180,8 @@ def check_source(db: Path, opts: SyncOptions) -> None:
         con.close()
     # Compared by host, not port: a local replica gets a new port each time it starts.
     if last and (urlsplit(last[0] or "").hostname, last[1]) != (urlsplit(opts.base_url).hostname, opts.dataset):
-        raise UsageError(f"{db} holds {last[1]} from {last[0]}, not {opts.dataset} from {opts.base_url}; "
-                         "give another --db (or delete this file to start over)")
+        where = "give another --db (or delete this file to start over)" if isinstance(db, Path) else "use another lake"
+        raise UsageError(f"{db} holds {last[1]} from {last[0]}, not {opts.dataset} from {opts.base_url}; {where}")
 
 
 def check_db_path(db: Path) -> None:
@@ -200,8 +200,9 @@ def check_db_path(db: Path) -> None:
 
 
 def sync(opts: SyncOptions, portal: Portal | None = None) -> SyncSummary:
-    db = Path(opts.db)
-    check_db_path(db)
+    db = opts.db
+    if isinstance(db, Path):
+        check_db_path(db)
     started = time.monotonic()
     mode = "full" if opts.full else ("since" if opts.since else "incremental")
     summary = SyncSummary(run_id=uuid.uuid4().hex[:12], mode=mode, started_at=dt.datetime.now(dt.timezone.utc))
@@ -305,7 +306,7 @@ def last_occurrences(path: Path, fmt: str, field_types: dict, counts: Counts, re
 RUNS_DDL = """
 CREATE SCHEMA IF NOT EXISTS ops;
 CREATE TABLE IF NOT EXISTS ops.sync_runs (
-    run_id VARCHAR PRIMARY KEY, mode VARCHAR, started_at TIMESTAMPTZ, finished_at TIMESTAMPTZ,
+    run_id VARCHAR, mode VARCHAR, started_at TIMESTAMPTZ, finished_at TIMESTAMPTZ,
     fetched BIGINT, new BIGINT, updated BIGINT, unchanged BIGINT, removed BIGINT, duplicates BIGINT,
     responses BIGINT, cursor_before DATE, cursor_after DATE, windows INTEGER, resumed_pending_load BOOLEAN,
     load_seconds DOUBLE, models_seconds DOUBLE, duration_seconds DOUBLE
@@ -317,7 +318,7 @@ ALTER TABLE ops.sync_runs ADD COLUMN IF NOT EXISTS rejected BIGINT;
 """
 
 
-def record_run(db: Path, s: SyncSummary, opts: SyncOptions) -> None:
+def record_run(db, s: SyncSummary, opts: SyncOptions) -> None:
     c = s.counts
     try:
         con = connect(db)

@@ -5,7 +5,10 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import shutil
 import signal
+import socket
+import tempfile
 import subprocess
 import sys
 import time
@@ -93,6 +96,96 @@ def small_data(tmp_path) -> Path:
     return path
 
 
+# -- PostgreSQL for the DuckLake tests: a throwaway cluster on loopback, or SPP_TEST_POSTGRES_URL
+
+def _postgres_bin() -> Path | None:
+    for pattern in ("/usr/lib/postgresql/*/bin/initdb", "/usr/local/pgsql/bin/initdb"):
+        found = sorted(Path("/").glob(pattern.lstrip("/")))
+        if found:
+            return found[-1].parent
+    return None
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """Base URL of a PostgreSQL server (postgres://user@host:port). CI sets SPP_REQUIRE_POSTGRES=1
+    so a missing server fails the run instead of skipping the DuckLake tests."""
+    if url := os.environ.get("SPP_TEST_POSTGRES_URL"):
+        yield url.rstrip("/")
+        return
+    bindir = _postgres_bin()
+    if bindir is None:
+        if os.environ.get("SPP_REQUIRE_POSTGRES"):
+            pytest.fail("PostgreSQL is required (SPP_REQUIRE_POSTGRES=1) but no initdb was found")
+        pytest.skip("no PostgreSQL server binaries (apt-get install postgresql) for the DuckLake tests")
+    # PostgreSQL refuses to run as root: run it as the postgres user the Debian package creates,
+    # in a folder of its own (pytest's temporary folders are private to root).
+    root = Path(tempfile.mkdtemp(prefix="spp-pg-"))
+    as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    if as_user:
+        shutil.chown(root, "postgres")
+    data = root / "data"
+    subprocess.run([*as_user, str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres"],
+                   check=True, capture_output=True)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-w", "-l", str(root / "log"), "-o",
+                    f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c max_connections=200", "start"],
+                   check=True, capture_output=True)
+    try:
+        yield f"postgres://postgres@127.0.0.1:{port}"
+    finally:
+        subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"], capture_output=True)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+class LakeRef:
+    """A DuckLake for one test: its own PostgreSQL database and data folder. Opened here with plain
+    DuckDB SQL (LOAD, ATTACH), independently of pipelines.lake, to check what the code wrote."""
+
+    def __init__(self, server: str, name: str, data_path: Path):
+        self.catalog = f"{server}/{name}"
+        self.data_path = data_path
+        self.env = {"DESTINATION__DUCKLAKE__CREDENTIALS__CATALOG": self.catalog,
+                    "DESTINATION__DUCKLAKE__CREDENTIALS__STORAGE__BUCKET_URL": str(data_path)}
+
+    def connect(self, snapshot: int | None = None) -> duckdb.DuckDBPyConnection:
+        from pipelines.lake import extension_files
+
+        con = duckdb.connect(config={"autoinstall_known_extensions": False})
+        for path in extension_files():
+            con.execute(f"LOAD '{path}'")
+        pin = f", SNAPSHOT_VERSION {snapshot}" if snapshot is not None else ""
+        con.execute(f"ATTACH 'ducklake:postgres:{self.catalog}' AS lake (DATA_PATH '{self.data_path}', "
+                    f"METADATA_SCHEMA 'spp', READ_ONLY{pin})")
+        con.execute("USE lake")
+        return con
+
+
+@pytest.fixture
+def make_lake(postgres_server, tmp_path):
+    created = []
+
+    def make(name: str = "lake") -> LakeRef:
+        db = f"spp_test_{os.getpid()}_{len(created)}_{int(time.time() * 1000) % 10**8}"
+        _psql(postgres_server, f"CREATE DATABASE {db}")
+        created.append(db)
+        return LakeRef(postgres_server, db, tmp_path / f"{name}-files")
+
+    yield make
+    for db in created:
+        _psql(postgres_server, f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
+
+
+def _psql(server: str, sql: str) -> None:
+    subprocess.run(["psql", f"{server}/postgres", "-qc", sql], check=True, capture_output=True)
+
+
+def open_db(db) -> duckdb.DuckDBPyConnection:
+    return db.connect() if isinstance(db, LakeRef) else duckdb.connect(str(db), read_only=True)
+
+
 # -- expected tables, computed from the served rows without the code under test
 
 PARENT_FIELDS = [n for n, _, _ in FIELDS if not any(n == f"{p}_{k}" for _, p, _ in SLOT_FIELDS for k in range(1, SLOT_COUNT + 1))]
@@ -123,7 +216,7 @@ def expected_responses(rows: list[dict]) -> dict[tuple[int, int], tuple]:
 
 
 def db_parent(db: Path) -> dict[int, tuple]:
-    con = duckdb.connect(str(db), read_only=True)
+    con = open_db(db)
     try:
         cols = ", ".join(f'"{f}"' for f in PARENT_FIELDS)
         return {row[0]: tuple(row) for row in con.execute(f"SELECT {cols} FROM raw.experiences").fetchall()}
@@ -132,7 +225,7 @@ def db_parent(db: Path) -> dict[int, tuple]:
 
 
 def db_responses(db: Path) -> dict[tuple[int, int], tuple]:
-    con = duckdb.connect(str(db), read_only=True)
+    con = open_db(db)
     try:
         cols = ", ".join(c for c, _, _ in SLOT_FIELDS)
         rows = con.execute(f"SELECT id_experience, slot, {cols} FROM raw.experiences__responses").fetchall()
@@ -142,7 +235,7 @@ def db_responses(db: Path) -> dict[tuple[int, int], tuple]:
 
 
 def query(db: Path, sql: str) -> list[tuple]:
-    con = duckdb.connect(str(db), read_only=True)
+    con = open_db(db)
     try:
         return con.execute(sql).fetchall()
     finally:
@@ -151,7 +244,7 @@ def query(db: Path, sql: str) -> list[tuple]:
 
 def table_dump(db: Path) -> dict[str, list[tuple]]:
     """Every user table's full content, sorted: what 'the same database state' means in tests."""
-    con = duckdb.connect(str(db), read_only=True)
+    con = open_db(db)
     try:
         tables = con.execute(
             "SELECT table_schema, table_name FROM information_schema.tables WHERE table_type = 'BASE TABLE' "
