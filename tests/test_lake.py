@@ -177,3 +177,9 @@ def test_lake_settings_errors_are_one_line(tmp_path, make_lake):
     out = spp("sync", "--destination", "motherduck", "--db", str(tmp_path / "x.duckdb"),
               env={"motherduck_token": "", "MOTHERDUCK_TOKEN": ""})
     assert out.returncode == 2 and "needs a token" in out.stderr
+    # With a token, the attempt fails here only because MotherDuck (and its extension) cannot be
+    # reached from this machine: one line, exit 5, no local file written.
+    out = spp("status", "--destination", "motherduck", "--db", str(tmp_path / "md" / "x.duckdb"),
+              env={"motherduck_token": "not-a-real-token"})
+    assert out.returncode == 5 and out.stderr.startswith("spp: error: cannot open motherduck md:spp")
+    assert out.stderr.count("\n") == 1 and not (tmp_path / "md" / "x.duckdb").exists()
