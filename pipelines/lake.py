@@ -33,13 +33,16 @@ DEFAULT_LAKE_NAME = "spp"
 # The PyPI packages that carry DuckDB's extensions as files, for machines that cannot download
 # them. `duckdb-extension-postgres` holds the same binary named postgres.duckdb_extension, which
 # DuckDB cannot LOAD by path (it derives the entry point from the file name); this one is named right.
-EXTENSION_PACKAGES = {"postgres_scanner": "duckdb-extension-postgres-scanner", "ducklake": "duckdb-extension-ducklake"}
+# httpfs: S3-style storage.
+EXTENSION_PACKAGES = {"postgres_scanner": "duckdb-extension-postgres-scanner", "ducklake": "duckdb-extension-ducklake",
+                      "httpfs": "duckdb-extension-httpfs"}
 
 
-def extension_files() -> list[str]:
+def extension_files(names=("postgres_scanner", "ducklake")) -> list[str]:
     """Paths of the extension files matching this DuckDB, from their PyPI packages."""
     out = []
-    for name, package in EXTENSION_PACKAGES.items():
+    for name in names:
+        package = EXTENSION_PACKAGES[name]
         spec = importlib.util.find_spec(f"duckdb_extension_{name}")
         if spec is None or spec.origin is None:
             raise DatabaseError(f"the DuckLake destination needs the {package}=={duckdb.__version__} package; "
@@ -89,7 +92,8 @@ class Lake:
         if creds.catalog.drivername not in ("postgres", "postgresql"):
             # A file catalog (sqlite/duckdb) works for one machine only, which is what a DuckDB file is for.
             raise UsageError(f"the DuckLake catalog must be PostgreSQL (postgres://…), not {creds.catalog.drivername}")
-        creds.extensions = [_lit(p) for p in extension_files()]
+        remote = not creds.storage.is_local_filesystem
+        creds.extensions = [_lit(p) for p in extension_files(("postgres_scanner", "ducklake") + (("httpfs",) if remote else ()))]
         from pipelines.database import CONFIG
 
         creds.global_config = {**dict(CONFIG), "autoinstall_known_extensions": False}
@@ -146,7 +150,7 @@ class Lake:
                 con.execute(f'USE memory; DETACH "{self.name}"')
                 con.execute(attach[:-1] + f", SNAPSHOT_VERSION {int(snapshot)})")
                 con.execute(f'USE "{self.name}"')
-        except duckdb.Error as e:
+        except Exception as e:  # duckdb's, or dlt's wrapping of them while creating the storage secret
             con.close()
             raise DatabaseError(f"cannot open {self}: {str(e).splitlines()[0]}") from None
         return con

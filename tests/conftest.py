@@ -144,20 +144,29 @@ class LakeRef:
     """A DuckLake for one test: its own PostgreSQL database and data folder. Opened here with plain
     DuckDB SQL (LOAD, ATTACH), independently of pipelines.lake, to check what the code wrote."""
 
-    def __init__(self, server: str, name: str, data_path: Path):
+    def __init__(self, server: str, name: str, data_path: Path, s3_endpoint: str | None = None):
         self.catalog = f"{server}/{name}"
-        self.data_path = data_path
+        self.data_path = data_path  # local: the data folder; with S3, the folder for local state
+        self.s3_endpoint = s3_endpoint
+        self.url = f"s3://lake/{name}" if s3_endpoint else str(data_path)
         self.env = {"DESTINATION__DUCKLAKE__CREDENTIALS__CATALOG": self.catalog,
-                    "DESTINATION__DUCKLAKE__CREDENTIALS__STORAGE__BUCKET_URL": str(data_path)}
+                    "DESTINATION__DUCKLAKE__CREDENTIALS__STORAGE__BUCKET_URL": self.url}
+        if s3_endpoint:
+            prefix = "DESTINATION__DUCKLAKE__CREDENTIALS__STORAGE__CREDENTIALS__"
+            self.env.update({prefix + "AWS_ACCESS_KEY_ID": "test", prefix + "AWS_SECRET_ACCESS_KEY": "test",
+                             prefix + "ENDPOINT_URL": s3_endpoint, prefix + "REGION_NAME": "us-east-1"})
 
     def connect(self, snapshot: int | None = None) -> duckdb.DuckDBPyConnection:
         from pipelines.lake import extension_files
 
         con = duckdb.connect(config={"autoinstall_known_extensions": False})
-        for path in extension_files():
+        for path in extension_files(("postgres_scanner", "ducklake", "httpfs")):
             con.execute(f"LOAD '{path}'")
+        if self.s3_endpoint:
+            con.execute(f"CREATE SECRET (TYPE s3, KEY_ID 'test', SECRET 'test', REGION 'us-east-1', "
+                        f"ENDPOINT '{self.s3_endpoint.split('//')[1]}', URL_STYLE 'path', USE_SSL false)")
         pin = f", SNAPSHOT_VERSION {snapshot}" if snapshot is not None else ""
-        con.execute(f"ATTACH 'ducklake:postgres:{self.catalog}' AS lake (DATA_PATH '{self.data_path}', "
+        con.execute(f"ATTACH 'ducklake:postgres:{self.catalog}' AS lake (DATA_PATH '{self.url}', "
                     f"METADATA_SCHEMA 'spp', READ_ONLY{pin})")
         con.execute("USE lake")
         return con
@@ -167,15 +176,45 @@ class LakeRef:
 def make_lake(postgres_server, tmp_path):
     created = []
 
-    def make(name: str = "lake") -> LakeRef:
+    def make(name: str = "lake", s3_endpoint: str | None = None) -> LakeRef:
         db = f"spp_test_{os.getpid()}_{len(created)}_{int(time.time() * 1000) % 10**8}"
         _psql(postgres_server, f"CREATE DATABASE {db}")
         created.append(db)
-        return LakeRef(postgres_server, db, tmp_path / f"{name}-files")
+        return LakeRef(postgres_server, db, tmp_path / f"{name}-files", s3_endpoint)
 
     yield make
     for db in created:
         _psql(postgres_server, f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
+
+
+@pytest.fixture
+def s3_server():
+    """moto's S3 server on loopback with an empty bucket `lake`: object storage for the lake test
+    (the one stand-in in these tests, as no real object store runs here). Yields its endpoint."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    endpoint = f"http://127.0.0.1:{port}"
+    import boto3
+
+    client = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="test", aws_secret_access_key="test",
+                          region_name="us-east-1")
+
+    def up():
+        try:
+            client.create_bucket(Bucket="lake")
+            return True
+        except Exception:
+            return False
+
+    try:
+        assert wait_for(up, timeout=30), "moto's S3 server did not start"
+        yield endpoint, client
+    finally:
+        proc.terminate()
+        proc.wait(10)
 
 
 def _psql(server: str, sql: str) -> None:

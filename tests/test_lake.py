@@ -166,6 +166,21 @@ def test_sigkill_during_a_lake_sync_then_resync(tmp_path, small_data, make_repli
         assert_matches_replica(lake, replica.rows())
 
 
+def test_lake_on_s3_style_storage(tmp_path, small_data, make_replica, make_lake, s3_server):
+    endpoint, s3 = s3_server
+    replica = make_replica(small_data)
+    lake, db = make_lake(s3_endpoint=endpoint), tmp_path / "spp.duckdb"
+    lake_spp(lake, "sync", "--base-url", replica.url, check=True)
+    spp("sync", "--base-url", replica.url, "--db", str(db), check=True)
+    assert_matches_replica(lake, replica.rows())
+    assert table_dump(lake) == table_dump(db)
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket="lake").get("Contents", [])]
+    assert any("/raw/experiences/" in k and k.endswith(".parquet") for k in keys), keys
+    assert not lake.data_path.exists()  # nothing written locally but the state folder beside --db
+    out = lake_spp(lake, "query", "SELECT count(*) AS n FROM raw.experiences", "--format", "csv", check=True)
+    assert out.stdout.splitlines() == ["n", "600"]
+
+
 def test_lake_settings_errors_are_one_line(tmp_path, make_lake):
     out = spp("status", "--destination", "ducklake", "--db", str(tmp_path / "x.duckdb"),
               env={"DESTINATION__DUCKLAKE__CREDENTIALS__CATALOG": ""})
