@@ -10,10 +10,21 @@ beside the database. Each is built under a temporary name and swapped in with on
 DuckDB file by os.replace (a reader holding the old file keeps reading the old version), the
 Parquet folder through a symlink that is replaced atomically. Readers see the previous or the new
 version, never a mix, and never hold a lock the sync needs.
+
+Patching instead of rewriting. Copying every table is the slow part of publishing (the raw and
+staging text), while a sync usually changes a few experiences. So when the current serving copy
+is known to be exactly the previous publication, the new one starts as a file copy of it (a
+reader may hold the current file; it is only read) and only the rows of the experiences changed
+since are replaced in each experience-keyed table (raw, staging, intermediate); the marts, small,
+are rewritten. How it is known: the working database keeps the `_row_hash` of every experience
+the serving copy holds (ops.served_rows) and a token naming that publication (ops.serving_state);
+the serving file carries the same token and the model generation in `ops.published`. Any
+mismatch (a run killed between steps, a full model rebuild, a missing file) means a full copy.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import shutil
 import uuid
@@ -21,12 +32,13 @@ from pathlib import Path
 
 import duckdb
 
-from pipelines.database import connect
+from pipelines.database import connect, table_exists
 from pipelines.errors import DatabaseError, UsageError
 
 SERVED_SCHEMAS = ("raw", "staging", "intermediate", "marts")
 RAW_TABLES = ("experiences", "experiences__responses")
 HIDDEN_COLUMNS = ("_row_hash", "_deleted")
+KEY = "id_experience"
 
 
 def _lit(path: Path) -> str:
@@ -43,48 +55,75 @@ def serving_dir(db: Path) -> Path:
 def _relations(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str]]:
     rows = con.execute(
         "SELECT table_schema, table_name FROM information_schema.tables "
-        "WHERE table_schema IN ('staging', 'intermediate', 'marts') AND table_name NOT LIKE 'src\\_%' ESCAPE '\\' "
-        "ORDER BY 1, 2").fetchall()
+        "WHERE table_catalog = current_database() AND table_schema IN ('staging', 'intermediate', 'marts') "
+        "AND table_name NOT LIKE 'src\\_%' ESCAPE '\\' ORDER BY 1, 2").fetchall()
     return [("raw", t) for t in RAW_TABLES] + rows
 
 
 def marts(con: duckdb.DuckDBPyConnection) -> list[str]:
     return [t for (t,) in con.execute(
-        "SELECT table_name FROM information_schema.tables WHERE table_schema = 'marts' ORDER BY 1").fetchall()]
+        "SELECT table_name FROM information_schema.tables WHERE table_catalog = current_database() "
+        "AND table_schema = 'marts' ORDER BY 1").fetchall()]
+
+
+def _columns(con, schema: str, table: str, catalog: str | None = None) -> list[tuple[str, str]]:
+    """(name, type) of a table's served columns, in the working database unless `catalog` is given."""
+    return [(c, t) for c, t in con.execute(
+        "SELECT column_name, data_type FROM information_schema.columns WHERE table_catalog = coalesce(?, current_database()) "
+        "AND table_schema = ? AND table_name = ? ORDER BY ordinal_position", [catalog, schema, table]).fetchall()
+        if c not in HIDDEN_COLUMNS]
 
 
 def _select(con, schema: str, table: str) -> str:
-    cols = [c for (c,) in con.execute(
-        "SELECT column_name FROM information_schema.columns WHERE table_schema = ? AND table_name = ? "
-        "ORDER BY ordinal_position", [schema, table]).fetchall() if c not in HIDDEN_COLUMNS]
+    cols = [c for c, _ in _columns(con, schema, table)]
     return f'SELECT {", ".join(chr(34) + c + chr(34) for c in cols)} FROM "{schema}"."{table}"'
 
 
-def publish(db: Path) -> Path:
-    """Write the serving copy and the Parquet marts; return the serving folder."""
+def publish(db: Path, full: bool = False) -> Path:
+    """Write the serving copy and the Parquet marts; return the serving folder.
+
+    Patches a copy of the current serving file when it can (see the module docstring), unless `full`."""
     out = serving_dir(db)
     out.mkdir(parents=True, exist_ok=True)
+    for stale in out.glob(".spp.duckdb.*.tmp"):  # left by a killed run; the sync lock keeps out any other
+        stale.unlink(missing_ok=True)
     token = uuid.uuid4().hex[:10]
+    current = out / "spp.duckdb"
     tmp_db = out / f".spp.duckdb.{token}.tmp"
     parquet_dir = out / f".parquet-{token}"
     parquet_dir.mkdir()
     con = connect(db)
     try:
-        con.execute(f"ATTACH {_lit(tmp_db)} AS serving")
-        for schema in SERVED_SCHEMAS:
-            con.execute(f"CREATE SCHEMA IF NOT EXISTS serving.{schema}")
-        for schema, table in _relations(con):
-            con.execute(f'CREATE TABLE serving."{schema}"."{table}" AS {_select(con, schema, table)}')
-        con.execute("DETACH serving")
+        generation = _generation(con)
+        patch = not full and generation is not None and current.exists() and _serving_token(con) is not None
+        if patch:
+            shutil.copyfile(current, tmp_db)
+            con.execute(f"ATTACH {_lit(tmp_db)} AS serving")
+            patch = _published(con) == (_serving_token(con), generation) and _same_tables(con)
+            if not patch:
+                con.execute("DETACH serving")
+                tmp_db.unlink()
+        if patch:
+            _patch(con)
+        else:
+            con.execute(f"ATTACH {_lit(tmp_db)} AS serving")
+            _copy_all(con)
+        con.execute("CREATE SCHEMA IF NOT EXISTS serving.ops")
+        con.execute("CREATE OR REPLACE TABLE serving.ops.published AS SELECT ?::TIMESTAMPTZ AS published_at, "
+                    "?::VARCHAR AS token, ?::VARCHAR AS generation", [dt.datetime.now(dt.timezone.utc), token, generation])
+        con.execute("DETACH serving")  # checkpoints: the file is whole, with no WAL beside it
         for mart in marts(con):
             con.execute(f"COPY ({_select(con, 'marts', mart)}) TO {_lit(parquet_dir / (mart + '.parquet'))} (FORMAT parquet)")
+        # What the new file holds, for the next publication to patch it. Recorded before the swap:
+        # killed in between, the tokens differ and the next run copies everything.
+        _record_served(con, token, patched=patch)
     except BaseException:
         tmp_db.unlink(missing_ok=True)
         shutil.rmtree(parquet_dir, ignore_errors=True)
         raise
     finally:
         con.close()
-    os.replace(tmp_db, out / "spp.duckdb")
+    os.replace(tmp_db, current)
     _swap_symlink(out / "parquet", parquet_dir.name)
     _prune(out, keep={parquet_dir.name})
     con = connect(db)
@@ -94,6 +133,77 @@ def publish(db: Path) -> Path:
     finally:
         con.close()
     return out
+
+
+def _generation(con) -> str | None:
+    if not table_exists(con, "ops", "model_state"):
+        return None
+    row = con.execute("SELECT generation FROM ops.model_state").fetchone()
+    return row[0] if row else None
+
+
+def _serving_token(con) -> str | None:
+    if not table_exists(con, "ops", "serving_state") or not table_exists(con, "ops", "served_rows"):
+        return None
+    row = con.execute("SELECT token FROM ops.serving_state").fetchone()
+    return row[0] if row else None
+
+
+def _published(con) -> tuple | None:
+    """(token, generation) of the attached serving file, None for a file from before patching."""
+    if not con.execute("SELECT count(*) FROM information_schema.tables WHERE table_catalog = 'serving' "
+                       "AND table_schema = 'ops' AND table_name = 'published'").fetchone()[0]:
+        return None
+    return con.execute("SELECT token, generation FROM serving.ops.published").fetchone()
+
+
+def _same_tables(con) -> bool:
+    """The attached serving file has the same tables with the same columns (a raw column may appear)."""
+    served = {(s, t) for s, t in con.execute(
+        "SELECT table_schema, table_name FROM information_schema.tables WHERE table_catalog = 'serving' "
+        "AND table_schema IN ('raw', 'staging', 'intermediate', 'marts')").fetchall()}
+    relations = _relations(con)
+    return served == set(relations) and all(
+        _columns(con, s, t) == _columns(con, s, t, "serving") for s, t in relations if s != "marts")
+
+
+def _copy_all(con) -> None:
+    for schema in SERVED_SCHEMAS:
+        con.execute(f"CREATE SCHEMA IF NOT EXISTS serving.{schema}")
+    for schema, table in _relations(con):
+        con.execute(f'CREATE TABLE serving."{schema}"."{table}" AS {_select(con, schema, table)}')
+
+
+def _patch(con) -> None:
+    """Bring the attached copy of the previous serving file up to date, in one transaction."""
+    con.execute("BEGIN TRANSACTION")
+    # Experiences added, changed or removed since the previous publication, by row hash.
+    con.execute(f"""CREATE OR REPLACE TEMP TABLE _served_changed AS
+        SELECT coalesce(r.{KEY}, s.{KEY}) AS {KEY}
+        FROM (SELECT {KEY}, _row_hash FROM raw.experiences) AS r
+        FULL JOIN ops.served_rows AS s USING ({KEY})
+        WHERE r._row_hash IS DISTINCT FROM s._row_hash""")
+    changed = f"(SELECT {KEY} FROM _served_changed)"
+    for schema, table in _relations(con):
+        if schema == "marts":
+            con.execute(f'CREATE OR REPLACE TABLE serving.marts."{table}" AS {_select(con, schema, table)}')
+        else:  # raw, staging and intermediate tables hold rows of one experience each
+            con.execute(f'DELETE FROM serving."{schema}"."{table}" WHERE {KEY} IN {changed}')
+            con.execute(f'INSERT INTO serving."{schema}"."{table}" {_select(con, schema, table)} WHERE {KEY} IN {changed}')
+    con.execute("COMMIT")
+
+
+def _record_served(con, token: str, patched: bool) -> None:
+    con.execute("BEGIN TRANSACTION")
+    con.execute("CREATE SCHEMA IF NOT EXISTS ops")
+    if patched:
+        con.execute(f"DELETE FROM ops.served_rows WHERE {KEY} IN (SELECT {KEY} FROM _served_changed)")
+        con.execute(f"INSERT INTO ops.served_rows SELECT {KEY}, _row_hash FROM raw.experiences "
+                    f"WHERE {KEY} IN (SELECT {KEY} FROM _served_changed)")
+    else:
+        con.execute(f"CREATE OR REPLACE TABLE ops.served_rows AS SELECT {KEY}, _row_hash FROM raw.experiences")
+    con.execute("CREATE OR REPLACE TABLE ops.serving_state AS SELECT ?::VARCHAR AS token, ? AS patched", [token, patched])
+    con.execute("COMMIT")
 
 
 def _swap_symlink(link: Path, target: str) -> None:
