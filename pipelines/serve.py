@@ -12,14 +12,18 @@ Parquet folder through a symlink that is replaced atomically. Readers see the pr
 version, never a mix, and never hold a lock the sync needs.
 
 Patching instead of rewriting. Copying every table is the slow part of publishing (the raw and
-staging text), while a sync usually changes a few experiences. So when the current serving copy
-is known to be exactly the previous publication, the new one starts as a file copy of it (a
-reader may hold the current file; it is only read) and only the rows of the experiences changed
-since are replaced in each experience-keyed table (raw, staging, intermediate); the marts, small,
-are rewritten. How it is known: the working database keeps the `_row_hash` of every experience
-the serving copy holds (ops.served_rows) and a token naming that publication (ops.serving_state);
-the serving file carries the same token and the model generation in `ops.published`. Any
-mismatch (a run killed between steps, a full model rebuild, a missing file) means a full copy.
+staging text), while a sync usually changes a few experiences. So the previous version is kept
+beside the current one (`.spp.standby.duckdb`) and the next publication patches it in place:
+only the rows of the experiences changed since that version are replaced in each
+experience-keyed table (raw, staging, intermediate); the marts, small, are rewritten. Then it
+becomes `spp.duckdb`, and the version it replaces becomes the standby (a hard link, then
+renames). A reader that still holds the standby file (it opened that version and never closed)
+keeps DuckDB's read lock on it: the write lock then fails at once, and the publication patches a
+copy of the current file instead, or copies everything as before.
+How a version is known: the working database keeps the `_row_hash` of every experience each file
+holds (ops.served_rows, ops.served_rows_standby) and a token naming each (ops.serving_state);
+each serving file carries its token and the model generation in `ops.published`. Any mismatch
+(a run killed between steps, a full model rebuild, a missing file) means the slower way.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ SERVED_SCHEMAS = ("raw", "staging", "intermediate", "marts")
 RAW_TABLES = ("experiences", "experiences__responses")
 HIDDEN_COLUMNS = ("_row_hash", "_deleted")
 KEY = "id_experience"
+STANDBY = ".spp.standby.duckdb"  # the previous version, patched into the next one
 
 
 def _lit(path: Path) -> str:
@@ -82,48 +87,60 @@ def _select(con, schema: str, table: str) -> str:
 def publish(db: Path, full: bool = False) -> Path:
     """Write the serving copy and the Parquet marts; return the serving folder.
 
-    Patches a copy of the current serving file when it can (see the module docstring), unless `full`."""
+    Patches the standby or a copy of the current file when it can (module docstring), unless `full`."""
     out = serving_dir(db)
     out.mkdir(parents=True, exist_ok=True)
-    for stale in out.glob(".spp.duckdb.*.tmp"):  # left by a killed run; the sync lock keeps out any other
-        stale.unlink(missing_ok=True)
+    for stale in [*out.glob(".spp.duckdb.*.tmp"), *out.glob(".spp.*.lnk")]:  # left by a killed run
+        stale.unlink(missing_ok=True)  # (the sync lock keeps out any other publication)
     token = uuid.uuid4().hex[:10]
-    current = out / "spp.duckdb"
+    current, standby = out / "spp.duckdb", out / STANDBY
     tmp_db = out / f".spp.duckdb.{token}.tmp"
     parquet_dir = out / f".parquet-{token}"
     parquet_dir.mkdir()
     con = connect(db)
+    mode = "full"
     try:
         generation = _generation(con)
-        patch = not full and generation is not None and current.exists() and _serving_token(con) is not None
-        if patch:
-            shutil.copyfile(current, tmp_db)
+        state = _serving_state(con) if not full and generation is not None else None
+        if state and state[1] and standby.exists() and _attach_if_free(con, standby):
+            if _published(con) == (state[1], generation) and _same_tables(con):
+                mode = "standby"
+            else:
+                con.execute("DETACH serving")
+        if mode == "full" and state and current.exists():
+            shutil.copyfile(current, tmp_db)  # only read: a reader may hold it
             con.execute(f"ATTACH {_lit(tmp_db)} AS serving")
-            patch = _published(con) == (_serving_token(con), generation) and _same_tables(con)
-            if not patch:
+            if _published(con) == (state[0], generation) and _same_tables(con):
+                mode = "copy"
+            else:
                 con.execute("DETACH serving")
                 tmp_db.unlink()
-        if patch:
-            _patch(con)
-        else:
+        marker = [dt.datetime.now(dt.timezone.utc), token, generation]
+        if mode == "full":
             con.execute(f"ATTACH {_lit(tmp_db)} AS serving")
-            _copy_all(con)
-        con.execute("CREATE SCHEMA IF NOT EXISTS serving.ops")
-        con.execute("CREATE OR REPLACE TABLE serving.ops.published AS SELECT ?::TIMESTAMPTZ AS published_at, "
-                    "?::VARCHAR AS token, ?::VARCHAR AS generation", [dt.datetime.now(dt.timezone.utc), token, generation])
+            _copy_all(con, marker)
+        else:
+            _patch(con, "ops.served_rows_standby" if mode == "standby" else "ops.served_rows", marker)
         con.execute("DETACH serving")  # checkpoints: the file is whole, with no WAL beside it
         for mart in marts(con):
             con.execute(f"COPY ({_select(con, 'marts', mart)}) TO {_lit(parquet_dir / (mart + '.parquet'))} (FORMAT parquet)")
-        # What the new file holds, for the next publication to patch it. Recorded before the swap:
-        # killed in between, the tokens differ and the next run copies everything.
-        _record_served(con, token, patched=patch)
+        # What each file will hold, for the next publication. Recorded before the swap: killed in
+        # between, the tokens do not match the files and the next run takes the slower way.
+        _record_served(con, token, mode, previous=state[0] if state and current.exists() else None)
     except BaseException:
         tmp_db.unlink(missing_ok=True)
         shutil.rmtree(parquet_dir, ignore_errors=True)
         raise
     finally:
         con.close()
-    os.replace(tmp_db, current)
+    # The new version becomes spp.duckdb (one rename, atomic for readers); the one it replaces
+    # becomes the standby, through a hard link made first so that it is never without a name.
+    link = out / f".spp.{token}.lnk"
+    if current.exists():
+        os.link(current, link)
+    os.replace(standby if mode == "standby" else tmp_db, current)
+    if link.exists():
+        os.replace(link, standby)
     _swap_symlink(out / "parquet", parquet_dir.name)
     _prune(out, keep={parquet_dir.name})
     con = connect(db)
@@ -135,6 +152,17 @@ def publish(db: Path, full: bool = False) -> Path:
     return out
 
 
+def _attach_if_free(con, path: Path) -> bool:
+    """Attach a serving file for writing, unless a reader holds it (DuckDB's file lock says so)."""
+    try:
+        con.execute(f"ATTACH {_lit(path)} AS serving")
+        return True
+    except duckdb.IOException as e:
+        if "lock" in str(e).lower():
+            return False
+        raise
+
+
 def _generation(con) -> str | None:
     if not table_exists(con, "ops", "model_state"):
         return None
@@ -142,11 +170,15 @@ def _generation(con) -> str | None:
     return row[0] if row else None
 
 
-def _serving_token(con) -> str | None:
+def _serving_state(con) -> tuple | None:
+    """(token of the current file, token of the standby file or None), None before any publication."""
     if not table_exists(con, "ops", "serving_state") or not table_exists(con, "ops", "served_rows"):
         return None
-    row = con.execute("SELECT token FROM ops.serving_state").fetchone()
-    return row[0] if row else None
+    cols = {c for (c,) in con.execute("SELECT column_name FROM information_schema.columns "
+                                      "WHERE table_schema = 'ops' AND table_name = 'serving_state'").fetchall()}
+    if "standby_token" not in cols:
+        return None
+    return con.execute("SELECT token, standby_token FROM ops.serving_state").fetchone()
 
 
 def _published(con) -> tuple | None:
@@ -167,21 +199,29 @@ def _same_tables(con) -> bool:
         _columns(con, s, t) == _columns(con, s, t, "serving") for s, t in relations if s != "marts")
 
 
-def _copy_all(con) -> None:
+def _copy_all(con, marker: list) -> None:
     for schema in SERVED_SCHEMAS:
         con.execute(f"CREATE SCHEMA IF NOT EXISTS serving.{schema}")
     for schema, table in _relations(con):
         con.execute(f'CREATE TABLE serving."{schema}"."{table}" AS {_select(con, schema, table)}')
+    _mark(con, marker)
 
 
-def _patch(con) -> None:
-    """Bring the attached copy of the previous serving file up to date, in one transaction."""
+def _mark(con, marker: list) -> None:
+    """Which version the file holds (`ops.published`): written with the data it describes."""
+    con.execute("CREATE SCHEMA IF NOT EXISTS serving.ops")
+    con.execute("CREATE OR REPLACE TABLE serving.ops.published AS SELECT ?::TIMESTAMPTZ AS published_at, "
+                "?::VARCHAR AS token, ?::VARCHAR AS generation", marker)
+
+
+def _patch(con, served_rows: str, marker: list) -> None:
+    """Bring the attached serving file up to date, in one transaction; `served_rows` is what it holds."""
     con.execute("BEGIN TRANSACTION")
-    # Experiences added, changed or removed since the previous publication, by row hash.
+    # Experiences added, changed or removed since that version, by row hash.
     con.execute(f"""CREATE OR REPLACE TEMP TABLE _served_changed AS
         SELECT coalesce(r.{KEY}, s.{KEY}) AS {KEY}
         FROM (SELECT {KEY}, _row_hash FROM raw.experiences) AS r
-        FULL JOIN ops.served_rows AS s USING ({KEY})
+        FULL JOIN {served_rows} AS s USING ({KEY})
         WHERE r._row_hash IS DISTINCT FROM s._row_hash""")
     changed = f"(SELECT {KEY} FROM _served_changed)"
     for schema, table in _relations(con):
@@ -190,19 +230,20 @@ def _patch(con) -> None:
         else:  # raw, staging and intermediate tables hold rows of one experience each
             con.execute(f'DELETE FROM serving."{schema}"."{table}" WHERE {KEY} IN {changed}')
             con.execute(f'INSERT INTO serving."{schema}"."{table}" {_select(con, schema, table)} WHERE {KEY} IN {changed}')
+    _mark(con, marker)
     con.execute("COMMIT")
 
 
-def _record_served(con, token: str, patched: bool) -> None:
+def _record_served(con, token: str, mode: str, previous: str | None) -> None:
+    """The new file holds the raw rows as they are now; the current one becomes the standby."""
     con.execute("BEGIN TRANSACTION")
     con.execute("CREATE SCHEMA IF NOT EXISTS ops")
-    if patched:
-        con.execute(f"DELETE FROM ops.served_rows WHERE {KEY} IN (SELECT {KEY} FROM _served_changed)")
-        con.execute(f"INSERT INTO ops.served_rows SELECT {KEY}, _row_hash FROM raw.experiences "
-                    f"WHERE {KEY} IN (SELECT {KEY} FROM _served_changed)")
-    else:
-        con.execute(f"CREATE OR REPLACE TABLE ops.served_rows AS SELECT {KEY}, _row_hash FROM raw.experiences")
-    con.execute("CREATE OR REPLACE TABLE ops.serving_state AS SELECT ?::VARCHAR AS token, ? AS patched", [token, patched])
+    con.execute("DROP TABLE IF EXISTS ops.served_rows_standby")
+    if previous is not None:
+        con.execute("ALTER TABLE ops.served_rows RENAME TO served_rows_standby")
+    con.execute(f"CREATE OR REPLACE TABLE ops.served_rows AS SELECT {KEY}, _row_hash FROM raw.experiences")
+    con.execute("CREATE OR REPLACE TABLE ops.serving_state AS SELECT ?::VARCHAR AS token, ?::VARCHAR AS standby_token, "
+                "? AS mode", [token, previous, mode])
     con.execute("COMMIT")
 
 

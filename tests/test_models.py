@@ -97,9 +97,10 @@ def test_incremental_build_and_serving_patch_equal_a_full_rebuild(tmp_path, smal
         rows.remove(dated[-10 - round_])  # recent: within the lookback window
         replica.write(rows)
         spp("sync", "--base-url", replica.url, "--db", str(db), *(["--full"] if round_ else []), check=True)
-        # The sync built incrementally and patched the serving copy…
+        # The sync built incrementally and patched the serving copy: first a copy of the current
+        # file (no standby yet), then the standby file in place…
         assert query(db, "SELECT generation FROM ops.model_state") == generation
-        assert query(db, "SELECT patched FROM ops.serving_state") == [(True,)]
+        assert query(db, "SELECT mode FROM ops.serving_state") == [("standby" if round_ else "copy",)]
         # …and both equal a full rebuild of the same raw data, table for table.
         rebuilt = tmp_path / f"rebuilt{round_}" / "spp.duckdb"
         rebuilt.parent.mkdir()
@@ -107,7 +108,7 @@ def test_incremental_build_and_serving_patch_equal_a_full_rebuild(tmp_path, smal
         out = spp("models", "--db", str(rebuilt), check=True)
         assert "built 12 models" in out.stdout
         assert query(rebuilt, "SELECT generation FROM ops.model_state") != generation
-        assert query(rebuilt, "SELECT patched FROM ops.serving_state") == [(False,)]
+        assert query(rebuilt, "SELECT mode FROM ops.serving_state") == [("full",)]
         incremental, full = _dump(db), _dump(rebuilt)
         assert set(incremental) == set(full) and len(full) == 14
         for table in full:
@@ -116,6 +117,9 @@ def test_incremental_build_and_serving_patch_equal_a_full_rebuild(tmp_path, smal
         assert set(served) == set(served_full) == set(full)
         for table in full:
             assert served[table] == served_full[table] == full[table], table
+        # The version it replaced is kept as the standby, whole.
+        standby = _dump(tmp_path / "serving" / ".spp.standby.duckdb")
+        assert set(standby) == set(full)
     # The changes really reached the marts.
     assert query(db, "SELECT experiences FROM marts.experiences_by_structure WHERE intitule_structure = 'Structure renommée'") == [(2,)]
     assert query(db, "SELECT count(*) FROM staging.stg_experiences") == [(len(rows),)]
