@@ -19,7 +19,8 @@ experience-keyed table (raw, staging, intermediate); the marts, small, are rewri
 becomes `spp.duckdb`, and the version it replaces becomes the standby (a hard link, then
 renames). A reader that still holds the standby file (it opened that version and never closed)
 keeps DuckDB's read lock on it: the write lock then fails at once, and the publication patches a
-copy of the current file instead, or copies everything as before.
+copy of the current file instead, or copies everything as before. After copying everything (the
+first publication, a full model rebuild), the standby starts as a file copy of the new version.
 How a version is known: the working database keeps the `_row_hash` of every experience each file
 holds (ops.served_rows, ops.served_rows_standby) and a token naming each (ops.serving_state);
 each serving file carries its token and the model generation in `ops.published`. Any mismatch
@@ -95,6 +96,7 @@ def publish(db: Path, full: bool = False) -> Path:
     token = uuid.uuid4().hex[:10]
     current, standby = out / "spp.duckdb", out / STANDBY
     tmp_db = out / f".spp.duckdb.{token}.tmp"
+    standby_tmp = out / f".spp.duckdb.{token}.standby.tmp"
     parquet_dir = out / f".parquet-{token}"
     parquet_dir.mkdir()
     con = connect(db)
@@ -124,11 +126,18 @@ def publish(db: Path, full: bool = False) -> Path:
         con.execute("DETACH serving")  # checkpoints: the file is whole, with no WAL beside it
         for mart in marts(con):
             con.execute(f"COPY ({_select(con, 'marts', mart)}) TO {_lit(parquet_dir / (mart + '.parquet'))} (FORMAT parquet)")
+        if mode == "full":
+            # The version replaced predates a full rebuild: useless as a standby. A file copy of the
+            # new one (a few seconds at 1M rows, against the minutes of the full run) lets the next
+            # sync patch the standby instead of copying the current file first.
+            shutil.copyfile(tmp_db, standby_tmp)
         # What each file will hold, for the next publication. Recorded before the swap: killed in
         # between, the tokens do not match the files and the next run takes the slower way.
-        _record_served(con, token, mode, previous=state[0] if state and current.exists() else None)
+        previous = token if mode == "full" else (state[0] if state and current.exists() else None)
+        _record_served(con, token, mode, previous)
     except BaseException:
         tmp_db.unlink(missing_ok=True)
+        standby_tmp.unlink(missing_ok=True)
         shutil.rmtree(parquet_dir, ignore_errors=True)
         raise
     finally:
@@ -136,10 +145,12 @@ def publish(db: Path, full: bool = False) -> Path:
     # The new version becomes spp.duckdb (one rename, atomic for readers); the one it replaces
     # becomes the standby, through a hard link made first so that it is never without a name.
     link = out / f".spp.{token}.lnk"
-    if current.exists():
+    if mode != "full" and current.exists():
         os.link(current, link)
     os.replace(standby if mode == "standby" else tmp_db, current)
-    if link.exists():
+    if mode == "full":
+        os.replace(standby_tmp, standby)
+    elif link.exists():
         os.replace(link, standby)
     _swap_symlink(out / "parquet", parquet_dir.name)
     _prune(out, keep={parquet_dir.name})
@@ -234,16 +245,19 @@ def _patch(con, served_rows: str, marker: list) -> None:
     con.execute("COMMIT")
 
 
-def _record_served(con, token: str, mode: str, previous: str | None) -> None:
-    """The new file holds the raw rows as they are now; the current one becomes the standby."""
+def _record_served(con, token: str, mode: str, standby_token: str | None) -> None:
+    """The new file holds the raw rows as they are now. The standby is either the file it replaces
+    (which held ops.served_rows) or, after a full copy, a copy of the new one (`standby_token` = `token`)."""
     con.execute("BEGIN TRANSACTION")
     con.execute("CREATE SCHEMA IF NOT EXISTS ops")
     con.execute("DROP TABLE IF EXISTS ops.served_rows_standby")
-    if previous is not None:
+    if standby_token is not None and standby_token != token:
         con.execute("ALTER TABLE ops.served_rows RENAME TO served_rows_standby")
     con.execute(f"CREATE OR REPLACE TABLE ops.served_rows AS SELECT {KEY}, _row_hash FROM raw.experiences")
+    if standby_token == token:
+        con.execute("CREATE TABLE ops.served_rows_standby AS FROM ops.served_rows")
     con.execute("CREATE OR REPLACE TABLE ops.serving_state AS SELECT ?::VARCHAR AS token, ?::VARCHAR AS standby_token, "
-                "? AS mode", [token, previous, mode])
+                "? AS mode", [token, standby_token, mode])
     con.execute("COMMIT")
 
 

@@ -97,10 +97,9 @@ def test_incremental_build_and_serving_patch_equal_a_full_rebuild(tmp_path, smal
         rows.remove(dated[-10 - round_])  # recent: within the lookback window
         replica.write(rows)
         spp("sync", "--base-url", replica.url, "--db", str(db), *(["--full"] if round_ else []), check=True)
-        # The sync built incrementally and patched the serving copy: first a copy of the current
-        # file (no standby yet), then the standby file in place…
+        # The sync built incrementally and patched the standby serving file in place…
         assert query(db, "SELECT generation FROM ops.model_state") == generation
-        assert query(db, "SELECT mode FROM ops.serving_state") == [("standby" if round_ else "copy",)]
+        assert query(db, "SELECT mode FROM ops.serving_state") == [("standby",)]
         # …and both equal a full rebuild of the same raw data, table for table.
         rebuilt = tmp_path / f"rebuilt{round_}" / "spp.duckdb"
         rebuilt.parent.mkdir()

@@ -148,13 +148,13 @@ def test_standby_held_by_a_reader_is_left_alone(tmp_path, small_data, make_repli
     spp("sync", "--base-url", replica.url, "--db", str(db), check=True)
     held = duckdb.connect(str(serving / "spp.duckdb"), read_only=True)  # version 1
     try:
-        assert sync_with_new_rows(1) == "copy"  # no standby yet; version 1 becomes the standby
-        assert sync_with_new_rows(2) == "copy"  # the standby (version 1) is held: not written
+        assert sync_with_new_rows(1) == "standby"  # the standby (a copy of version 1) becomes version 2
+        assert sync_with_new_rows(2) == "copy"  # the standby is now version 1, held: not written
         assert held.execute("SELECT count(*) FROM raw.experiences").fetchone()[0] == 600
         assert held.execute("SELECT sum(experiences) FROM marts.sentiment_by_month").fetchone()[0] == 600
     finally:
         held.close()
-    assert sync_with_new_rows(3) == "standby"  # version 2, free, patched into version 4
+    assert sync_with_new_rows(3) == "standby"  # the standby, version 2, is free again: patched into version 4
     for f in (serving / "spp.duckdb", serving / ".spp.standby.duckdb"):
         n = query(f, "SELECT count(*) FROM raw.experiences")[0][0]
         assert query(f, "SELECT sum(experiences) FROM marts.sentiment_by_month") == [(n,)]
