@@ -189,7 +189,7 @@ def bench_size(n: int, baseline_max: int) -> list[dict]:
             wall, rss, out = run_measured(sync)
             s = json.loads(out)
             rows_out.append({"n": n, "case": "ours", "wall_s": wall, "rows_per_s": n / wall, "peak_rss_mb": rss,
-                             "load_s": s["load_seconds"], "models_s": s["models_seconds"]})
+                             "load_s": s["load_seconds"], "models_s": s["models_seconds"], "serving_s": s["serving_seconds"]})
             if n <= baseline_max:
                 wall, rss, info = child("baseline")
                 rows_out.append({"n": n, "case": "baseline", "wall_s": wall, "rows_per_s": n / wall, "peak_rss_mb": rss,
@@ -207,7 +207,8 @@ def bench_size(n: int, baseline_max: int) -> list[dict]:
             wall, rss, out = run_measured(sync)
             s = json.loads(out)
             rows_out.append({"n": n, "case": "new1pct", "wall_s": wall, "rows_per_s": None, "peak_rss_mb": rss,
-                             "fetched": s["fetched"], "new": s["new"]})
+                             "fetched": s["fetched"], "new": s["new"], "load_s": s["load_seconds"],
+                             "models_s": s["models_seconds"], "serving_s": s["serving_seconds"]})
         finally:
             replica.terminate()
             replica.wait()
@@ -218,12 +219,13 @@ def bench_size(n: int, baseline_max: int) -> list[dict]:
 
 def print_table(meta: dict) -> None:
     print(f"# {meta['date']}, {meta['machine']}")
-    print(f"{'N':>9}  {'case':<9} {'wall s':>8} {'rows/s':>10} {'load s':>8} {'models s':>8} {'peak RSS MB':>11}")
+    print(f"{'N':>9}  {'case':<9} {'wall s':>8} {'rows/s':>10} {'load s':>8} {'models s':>8} {'serving s':>9} {'peak RSS MB':>11}")
     for r in meta["results"]:
         rate = f"{r['rows_per_s']:,.0f}" if r.get("rows_per_s") else "-"
         load = f"{r['load_s']:.2f}" if r.get("load_s") is not None else "-"
         models = f"{r['models_s']:.2f}" if r.get("models_s") is not None else "-"
-        print(f"{r['n']:>9,}  {r['case']:<9} {r['wall_s']:>8.2f} {rate:>10} {load:>8} {models:>8} {r['peak_rss_mb']:>11.0f}")
+        serving = f"{r['serving_s']:.2f}" if r.get("serving_s") is not None else "-"
+        print(f"{r['n']:>9,}  {r['case']:<9} {r['wall_s']:>8.2f} {rate:>10} {load:>8} {models:>8} {serving:>9} {r['peak_rss_mb']:>11.0f}")
 
 
 if __name__ == "__main__":

@@ -232,8 +232,9 @@ def cmd_models(args) -> int:
     from pipelines.serve import publish
 
     with db_lock(db):
-        models = build_models(db)
-        out = publish(db)
+        # The explicit command rebuilds everything from scratch (a sync builds incrementally).
+        models = build_models(db, full=True)
+        out = publish(db, full=True)
     where = f"serving copy in {out}" if isinstance(out, Path) else out
     print(f"built {len(models)} models and passed {len(discover_tests())} data tests in {db}; {where}")
     return errors.OK

@@ -1,8 +1,8 @@
 """Model: run the SQL models in sql/ (dbt style) and their data tests, in one transaction.
 
-  sql/staging/*.sql       views in schema `staging`   (stg_ models: typed, cleaned)
-  sql/intermediate/*.sql  views in schema `intermediate` (int_ models)
-  sql/marts/*.sql         tables in schema `marts`
+  sql/staging/*.sql       tables in schema `staging`   (stg_ models: typed, cleaned), incremental
+  sql/intermediate/*.sql  tables in schema `intermediate` (int_ models), incremental
+  sql/marts/*.sql         tables in schema `marts`, rebuilt from the tables above
   sql/tests/*.sql         data tests: each query returns the offending rows, none when it passes
   sql/macros/*.sql        DuckDB macros (CREATE OR REPLACE MACRO …), run before the models
 
@@ -10,6 +10,16 @@ A model file is one SELECT (CTEs welcome); its first `-- ` comment line is its d
 Models run in dependency order, found from the `schema.model` names each one reads. Everything
 (models and tests) happens in one DuckDB transaction: a failing model or test rolls it all back,
 so the marts stay as they were.
+
+Incremental staging and intermediate models. Cleaning the text is the slow part of a build, so
+these layers are tables kept up to date by experience: each of their rows belongs to one
+experience (an `id_experience` column) and depends only on that experience's raw rows. A build
+finds the experiences whose raw row changed since the last build (ops.model_inputs keeps the
+`_row_hash` of every experience the tables were built from), deletes their rows and inserts them
+again from the model's SQL run over just those experiences. The marts, aggregates over whole
+tables, are then rebuilt in full from these tables (fast: no text to clean). The result is the
+same as a full rebuild (tests/test_models.py compares both); a full rebuild happens on the first
+build, when a SQL file changed (ops.model_state keeps a fingerprint of them) and with `spp models`.
 
 The models read the raw tables through two source views the runner writes first,
 `staging.src_experiences` and `staging.src_responses`: every documented API field is there, as
@@ -19,19 +29,24 @@ breaks a model.
 
 from __future__ import annotations
 
+import hashlib
 import re
+import uuid
 from dataclasses import dataclass, field
 from graphlib import CycleError, TopologicalSorter
 from pathlib import Path
 
 import duckdb
 
-from pipelines.database import connect
+from pipelines.database import connect, table_exists
 from pipelines.errors import DatabaseError, ModelError
 from pipelines.fields import FIELDS, SLOT_FIELD_RE, SLOT_FIELDS
 
 SQL_DIR = Path(__file__).resolve().parents[1] / "sql"
-LAYERS = (("staging", "VIEW"), ("intermediate", "VIEW"), ("marts", "TABLE"))
+LAYERS = (("staging", "TABLE"), ("intermediate", "TABLE"), ("marts", "TABLE"))
+# Layers kept up to date experience by experience (see the module docstring).
+INCREMENTAL_LAYERS = ("staging", "intermediate")
+KEY = "id_experience"
 DUCK_TYPES = {"text": "VARCHAR", "int": "BIGINT", "double": "DOUBLE", "date": "DATE", "datetime": "TIMESTAMPTZ", "boolean": "BOOLEAN"}
 _REF_RE = re.compile(r"\b(staging|intermediate|marts)\.([a-z_][a-z0-9_]*)", re.IGNORECASE)
 MAX_FAILED_ROWS_SHOWN = 10
@@ -50,6 +65,10 @@ class Model:
     @property
     def qualified(self) -> str:
         return f"{self.schema}.{self.name}"
+
+    @property
+    def incremental(self) -> bool:
+        return self.schema in INCREMENTAL_LAYERS
 
 
 def _description(sql: str) -> str:
@@ -124,8 +143,42 @@ def _failure_rows(cur: duckdb.DuckDBPyConnection, sql: str) -> tuple[list[str], 
     return rel.columns, rows, total
 
 
-def build_models(db, sql_dir: Path = SQL_DIR, on_model=None) -> list[Model]:
-    """Build every model and run every data test in one transaction; raise ModelError on failure."""
+def _for_changed(m: Model, upstream: set[str]) -> str:
+    """The model's SQL over only the changed experiences: each upstream relation it reads is
+    replaced by its rows for the ids in the temp table `_changed`."""
+    def sub(match: re.Match) -> str:
+        name = f"{match.group(1).lower()}.{match.group(2).lower()}"
+        if name not in upstream:
+            return match.group(0)  # a macro such as staging.clean_text
+        return f"(select * from {name} where {KEY} in (select {KEY} from _changed))"
+    return _REF_RE.sub(sub, m.sql)
+
+
+def _fingerprint(sql_dir: Path, source_views: list[str]) -> str:
+    """Changes when any SQL file or the source views change: the incremental tables must then be rebuilt."""
+    h = hashlib.sha256()
+    for path in sorted(sql_dir.rglob("*.sql")):
+        h.update(str(path.relative_to(sql_dir)).encode() + b"\0" + path.read_bytes() + b"\0")
+    for stmt in source_views:
+        h.update(stmt.encode() + b"\0")
+    return h.hexdigest()
+
+
+def _can_build_incrementally(con, models: list[Model], fingerprint: str) -> bool:
+    if not table_exists(con, "ops", "model_state") or not table_exists(con, "ops", "model_inputs"):
+        return False
+    state = con.execute("SELECT fingerprint FROM ops.model_state").fetchone()
+    if state is None or state[0] != fingerprint:
+        return False
+    kinds = dict(con.execute("SELECT table_schema || '.' || table_name, table_type FROM information_schema.tables "
+                             "WHERE table_schema IN ('staging', 'intermediate')").fetchall())
+    return all(kinds.get(m.qualified) == "BASE TABLE" for m in models if m.incremental)
+
+
+def build_models(db, sql_dir: Path = SQL_DIR, on_model=None, full: bool = False) -> list[Model]:
+    """Build every model and run every data test in one transaction; raise ModelError on failure.
+
+    Incremental unless `full` (or the SQL changed, or nothing was built yet): see the module docstring."""
     models = discover(sql_dir)
     tests = discover_tests(sql_dir)
     try:
@@ -136,17 +189,45 @@ def build_models(db, sql_dir: Path = SQL_DIR, on_model=None) -> list[Model]:
         con.execute("BEGIN TRANSACTION")
         for schema, _ in LAYERS:
             con.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+        con.execute("CREATE SCHEMA IF NOT EXISTS ops")
         for path in sorted((sql_dir / "macros").glob("*.sql")):
             con.execute(path.read_text(encoding="utf-8"))
-        for stmt in _source_views(con):
+        source_views = _source_views(con)
+        for stmt in source_views:
             con.execute(stmt)
+        fingerprint = _fingerprint(sql_dir, source_views)
+        incremental = not full and _can_build_incrementally(con, models, fingerprint)
+        if incremental:
+            # Experiences added, changed or removed since the last build, by row hash.
+            con.execute(f"""CREATE OR REPLACE TEMP TABLE _changed AS
+                SELECT coalesce(r.{KEY}, i.{KEY}) AS {KEY}
+                FROM (SELECT {KEY}, _row_hash FROM raw.experiences) AS r
+                FULL JOIN ops.model_inputs AS i USING ({KEY})
+                WHERE r._row_hash IS DISTINCT FROM i._row_hash""")
+        else:
+            # Databases built before the staging layer was materialised hold views there.
+            for (name,) in con.execute("SELECT table_schema || '.' || table_name FROM information_schema.tables "
+                                       "WHERE table_schema IN ('staging', 'intermediate') AND table_type = 'VIEW' "
+                                       "AND table_name NOT LIKE 'src\\_%' ESCAPE '\\'").fetchall():
+                con.execute(f"DROP VIEW {name}")
+        upstream = {"staging.src_experiences", "staging.src_responses"}
         for m in models:
             if on_model:
                 on_model(m.name)
             try:
-                con.execute(f"CREATE OR REPLACE {m.kind} {m.qualified} AS\n{m.sql}")
+                if incremental and m.incremental:
+                    con.execute(f"DELETE FROM {m.qualified} WHERE {KEY} IN (SELECT {KEY} FROM _changed)")
+                    con.execute(f"INSERT INTO {m.qualified} BY NAME\n{_for_changed(m, upstream)}")
+                else:
+                    con.execute(f"CREATE OR REPLACE {m.kind} {m.qualified} AS\n{m.sql}")
             except duckdb.Error as e:
                 raise ModelError(f"model {m.qualified} ({m.path.relative_to(sql_dir.parent)}) failed: {e}") from None
+            if m.incremental:
+                if not incremental and KEY not in [c for (c,) in con.execute(
+                        f"SELECT column_name FROM (DESCRIBE {m.qualified})").fetchall()]:
+                    raise ModelError(f"model {m.qualified} ({m.path.relative_to(sql_dir.parent)}) has no {KEY} column: "
+                                     f"{'/'.join(INCREMENTAL_LAYERS)} models are kept up to date by experience")
+                upstream.add(m.qualified)
         failures = []
         for name, sql, _ in tests:
             try:
@@ -158,8 +239,17 @@ def build_models(db, sql_dir: Path = SQL_DIR, on_model=None) -> list[Model]:
                 failures.append(f"  {name}: {total} offending row(s)\n{shown}")
         if failures:
             raise ModelError("data tests failed; the marts were left as they were:\n" + "\n".join(failures))
+        # The raw rows the incremental tables now reflect, and the SQL they were built with.
+        if incremental:
+            con.execute(f"DELETE FROM ops.model_inputs WHERE {KEY} IN (SELECT {KEY} FROM _changed)")
+            con.execute(f"INSERT INTO ops.model_inputs SELECT {KEY}, _row_hash FROM raw.experiences "
+                        f"WHERE {KEY} IN (SELECT {KEY} FROM _changed)")
+        else:
+            con.execute(f"CREATE OR REPLACE TABLE ops.model_inputs AS SELECT {KEY}, _row_hash FROM raw.experiences")
+            # A new generation after each full build: the serving copy then knows it cannot be patched.
+            con.execute("CREATE OR REPLACE TABLE ops.model_state AS SELECT ? AS fingerprint, ? AS generation",
+                        [fingerprint, uuid.uuid4().hex])
         # Which load these models were built from: a sync that loads nothing new can then skip them.
-        con.execute("CREATE SCHEMA IF NOT EXISTS ops")
         con.execute("CREATE TABLE IF NOT EXISTS ops.model_builds (load_id VARCHAR, built_at TIMESTAMPTZ, published BOOLEAN)")
         con.execute("INSERT INTO ops.model_builds SELECT max(load_id), now(), false FROM raw._dlt_loads WHERE status = 0")
         con.execute("COMMIT")

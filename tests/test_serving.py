@@ -129,3 +129,34 @@ def test_report_renders_its_charts_in_headless_chromium(tmp_path, small_data, ma
     for hex_colour in ("#d1495b", "#edae49", "#00798c", "#30638e"):
         rgb = tuple(int(hex_colour[i:i + 2], 16) for i in (1, 3, 5))
         assert colours.get(rgb, 0) > 2000, f"{hex_colour} barely drawn: {colours.get(rgb, 0)} pixels"
+
+
+def test_standby_held_by_a_reader_is_left_alone(tmp_path, small_data, make_replica):
+    """The previous version is patched into the next one, unless a reader still holds it."""
+    replica = make_replica(small_data)
+    db = tmp_path / "spp.duckdb"
+    serving = tmp_path / "serving"
+    rows = replica.rows()
+
+    def sync_with_new_rows(k):
+        rows.extend(generated(10, seed=200 + k, start_id=810_000_000 + k * 1000,
+                              start=dt.date(2024, 12, 25), end=dt.date(2024, 12, 31)))
+        replica.write(rows)
+        spp("sync", "--base-url", replica.url, "--db", str(db), check=True)
+        return query(db, "SELECT mode FROM ops.serving_state")[0][0]
+
+    spp("sync", "--base-url", replica.url, "--db", str(db), check=True)
+    held = duckdb.connect(str(serving / "spp.duckdb"), read_only=True)  # version 1
+    try:
+        assert sync_with_new_rows(1) == "standby"  # the standby (a copy of version 1) becomes version 2
+        assert sync_with_new_rows(2) == "copy"  # the standby is now version 1, held: not written
+        assert held.execute("SELECT count(*) FROM raw.experiences").fetchone()[0] == 600
+        assert held.execute("SELECT sum(experiences) FROM marts.sentiment_by_month").fetchone()[0] == 600
+    finally:
+        held.close()
+    assert sync_with_new_rows(3) == "standby"  # the standby, version 2, is free again: patched into version 4
+    for f in (serving / "spp.duckdb", serving / ".spp.standby.duckdb"):
+        n = query(f, "SELECT count(*) FROM raw.experiences")[0][0]
+        assert query(f, "SELECT sum(experiences) FROM marts.sentiment_by_month") == [(n,)]
+    assert query(serving / "spp.duckdb", "SELECT count(*) FROM raw.experiences") == [(630,)]
+    assert query(serving / ".spp.standby.duckdb", "SELECT count(*) FROM raw.experiences") == [(620,)]

@@ -9,12 +9,13 @@ with channels as (
 
 final as (
 
+    -- int_response_channels has one row per experience and channel: count(*) counts experiences
     select
         canal,
-        count(distinct id_experience) as experiences,
-        count(distinct id_experience) filter (where ressenti_usager = 'Négatif') as negatif,
-        count(distinct id_experience) filter (where ressenti_usager = 'Neutre') as neutre,
-        count(distinct id_experience) filter (where ressenti_usager = 'Positif') as positif
+        count(*) as experiences,
+        count(*) filter (where ressenti_usager = 'Négatif') as negatif,
+        count(*) filter (where ressenti_usager = 'Neutre') as neutre,
+        count(*) filter (where ressenti_usager = 'Positif') as positif
     from channels
     group by canal
 

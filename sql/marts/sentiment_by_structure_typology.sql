@@ -9,13 +9,15 @@ with slots as (
 
 counted as (
 
+    -- `slots` is distinct and the sentiment belongs to the experience: one row per experience,
+    -- typology and structure, so count(*) counts experiences
     select
         intitule_typologie,
         intitule_structure,
-        count(distinct id_experience) as experiences,
-        count(distinct id_experience) filter (where ressenti_usager = 'Négatif') as negatif,
-        count(distinct id_experience) filter (where ressenti_usager = 'Neutre') as neutre,
-        count(distinct id_experience) filter (where ressenti_usager = 'Positif') as positif
+        count(*) as experiences,
+        count(*) filter (where ressenti_usager = 'Négatif') as negatif,
+        count(*) filter (where ressenti_usager = 'Neutre') as neutre,
+        count(*) filter (where ressenti_usager = 'Positif') as positif
     from slots
     group by intitule_typologie, intitule_structure
 

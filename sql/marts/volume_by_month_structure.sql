@@ -7,12 +7,13 @@ with experience_structures as (
 
 final as (
 
+    -- one row per experience and structure upstream: count(*) counts experiences
     select
         ecrit_le_month as month,
         intitule_structure,
-        count(distinct id_experience) as experiences,
-        count(distinct id_experience) filter (where has_response) as with_response,
-        round(count(distinct id_experience) filter (where has_response) / count(distinct id_experience), 4) as response_rate
+        count(*) as experiences,
+        count(*) filter (where has_response) as with_response,
+        round(count(*) filter (where has_response) / count(*), 4) as response_rate
     from experience_structures
     group by ecrit_le_month, intitule_structure
 
