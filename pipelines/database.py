@@ -9,8 +9,24 @@ import duckdb
 
 # DuckDB caches up to 80% of RAM by default; a bounded cache keeps a sync's memory flat as the
 # data grows (it spills to disk instead). SPP_DUCKDB_MEMORY_LIMIT overrides it, e.g. "2GB".
-MEMORY_LIMIT = os.environ.get("SPP_DUCKDB_MEMORY_LIMIT", "512MB")
+# DuckDB's process memory runs well above this limit (write buffers, per-thread memory the limit
+# does not count): 192MB keeps a 1M-row sync near 600 MB in all (README, Performance).
+MEMORY_LIMIT = os.environ.get("SPP_DUCKDB_MEMORY_LIMIT", "192MB")
 CONFIG = {"memory_limit": MEMORY_LIMIT}
+
+
+def release_memory() -> None:
+    """Hand memory freed by the previous phase back to the system before the next one: Arrow's
+    pool and glibc's malloc (DuckDB's allocator here) both keep freed pages for reuse otherwise."""
+    import pyarrow as pa
+
+    pa.default_memory_pool().release_unused()
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
 
 
 def connect(db, read_only: bool = False, published: bool | None = None) -> duckdb.DuckDBPyConnection:

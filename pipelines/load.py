@@ -25,7 +25,7 @@ import pyarrow.compute as pc
 
 from dlt.destinations.impl.duckdb.configuration import DuckDbCredentials
 
-from pipelines.database import CONFIG, connect, table_exists
+from pipelines.database import CONFIG, connect, release_memory, table_exists
 from pipelines.errors import DatabaseError, PortalError, SppError
 from pipelines.fields import CURSOR, PRIMARY_KEY
 from pipelines.reshape import split
@@ -318,8 +318,10 @@ def run_window(pipeline: dlt.Pipeline, resource, checkpoint=None) -> None:
     try:
         pipeline.extract(resource, loader_file_format="parquet")
         step("normalise")
+        release_memory()
         pipeline.normalize()
         step("load")
+        release_memory()
         info = pipeline.load()
     except Exception as e:  # dlt wraps everything in PipelineStepFailed
         raise _explain(e) from e

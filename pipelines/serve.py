@@ -44,6 +44,7 @@ SERVED_SCHEMAS = ("raw", "staging", "intermediate", "marts")
 RAW_TABLES = ("experiences", "experiences__responses")
 HIDDEN_COLUMNS = ("_row_hash", "_deleted")
 KEY = "id_experience"
+SERVING_ROW_GROUP_SIZE = 30720
 STANDBY = ".spp.standby.duckdb"  # the previous version, patched into the next one
 
 
@@ -122,7 +123,9 @@ def publish(db, full: bool = False) -> Path | str:
                 tmp_db.unlink()
         marker = [dt.datetime.now(dt.timezone.utc), token, generation]
         if mode == "full":
-            con.execute(f"ATTACH {_lit(tmp_db)} AS serving")
+            # Smaller row groups than DuckDB's 122,880 rows: the copy compresses one row group of the
+            # long text columns at a time, outside the memory limit (measured: ~100 MB less at 1M).
+            con.execute(f"ATTACH {_lit(tmp_db)} AS serving (ROW_GROUP_SIZE {SERVING_ROW_GROUP_SIZE})")
             _copy_all(con, marker)
         else:
             _patch(con, "ops.served_rows_standby" if mode == "standby" else "ops.served_rows", marker)

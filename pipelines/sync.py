@@ -28,7 +28,7 @@ import duckdb
 from pipelines.errors import DatabaseError, LockedError, UsageError
 from pipelines.fetch import Portal
 from pipelines.fields import CURSOR
-from pipelines.database import connect, lock_path, table_exists
+from pipelines.database import connect, lock_path, release_memory, table_exists
 from pipelines.load import DATASET, PARENT, ChangeDetector, Counts, CrossBatchDuplicates, Window, finish_pending, make_pipeline, run_window, window_resource
 from pipelines.models import build_models
 from pipelines.reshape import normalise, read_batches
@@ -267,10 +267,12 @@ def sync(opts: SyncOptions, portal: Portal | None = None) -> SyncSummary:
                 log.info("nothing changed: the models and the serving copy are left as they are")
             elif opts.build_models:
                 t_models = time.monotonic()
+                release_memory()
                 build_models(db, on_model=lambda name: checkpoint(f"models:{name}"))
                 summary.models_seconds = time.monotonic() - t_models
                 t_serving = time.monotonic()
                 checkpoint("serving")
+                release_memory()
                 publish(db)
                 summary.serving_seconds = time.monotonic() - t_serving
             summary.cursor_after = read_cursor(db)
