@@ -44,7 +44,12 @@ SERVED_SCHEMAS = ("raw", "staging", "intermediate", "marts")
 RAW_TABLES = ("experiences", "experiences__responses")
 HIDDEN_COLUMNS = ("_row_hash", "_deleted")
 KEY = "id_experience"
+# Smaller row groups than DuckDB's 122,880 rows: writing the serving copy compresses one row group
+# of the long text columns at a time, outside the memory limit (measured: ~100 MB less at 1M).
+# Not stored in the file: every attachment for writing must give it, or DuckDB's checkpoint
+# rewrites the tables to its default size (a patch then took ~10 s at 1M instead of ~0.3 s).
 SERVING_ROW_GROUP_SIZE = 30720
+_SERVING_OPTIONS = f"(ROW_GROUP_SIZE {SERVING_ROW_GROUP_SIZE})"
 STANDBY = ".spp.standby.duckdb"  # the previous version, patched into the next one
 
 
@@ -115,7 +120,7 @@ def publish(db, full: bool = False) -> Path | str:
                 con.execute("DETACH serving")
         if mode == "full" and state and current.exists():
             shutil.copyfile(current, tmp_db)  # only read: a reader may hold it
-            con.execute(f"ATTACH {_lit(tmp_db)} AS serving")
+            con.execute(f"ATTACH {_lit(tmp_db)} AS serving {_SERVING_OPTIONS}")
             if _published(con) == (state[0], generation) and _same_tables(con):
                 mode = "copy"
             else:
@@ -123,9 +128,7 @@ def publish(db, full: bool = False) -> Path | str:
                 tmp_db.unlink()
         marker = [dt.datetime.now(dt.timezone.utc), token, generation]
         if mode == "full":
-            # Smaller row groups than DuckDB's 122,880 rows: the copy compresses one row group of the
-            # long text columns at a time, outside the memory limit (measured: ~100 MB less at 1M).
-            con.execute(f"ATTACH {_lit(tmp_db)} AS serving (ROW_GROUP_SIZE {SERVING_ROW_GROUP_SIZE})")
+            con.execute(f"ATTACH {_lit(tmp_db)} AS serving {_SERVING_OPTIONS}")
             _copy_all(con, marker)
         else:
             _patch(con, "ops.served_rows_standby" if mode == "standby" else "ops.served_rows", marker)
@@ -172,7 +175,7 @@ def publish(db, full: bool = False) -> Path | str:
 def _attach_if_free(con, path: Path) -> bool:
     """Attach a serving file for writing, unless a reader holds it (DuckDB's file lock says so)."""
     try:
-        con.execute(f"ATTACH {_lit(path)} AS serving")
+        con.execute(f"ATTACH {_lit(path)} AS serving {_SERVING_OPTIONS}")
         return True
     except duckdb.IOException as e:
         if "lock" in str(e).lower():
