@@ -60,8 +60,28 @@ def _lit(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
+class LocalState:
+    """What a remote destination keeps on this machine, in `state_dir`: dlt's working folder
+    (pending load packages survive a crash there) and the sync lock."""
+
+    state_dir: Path
+    name: str
+    state_suffix: str  # "lake" → data/spp.lake.lock, data/.spp.lake.dlt
+
+    def exists(self) -> bool:
+        return True  # created on first use; an empty one simply has no tables
+
+    @property
+    def lock_path(self) -> Path:
+        return self.state_dir / f"{self.name}.{self.state_suffix}.lock"
+
+    @property
+    def pipelines_dir(self) -> Path:
+        return self.state_dir / f".{self.name}.{self.state_suffix}.dlt"
+
+
 @dataclass
-class Lake:
+class Lake(LocalState):
     """A DuckLake: the catalog in PostgreSQL (or another DuckLake catalog), the data in `storage_url`.
 
     `state_dir` is local: dlt's working folder (pending load packages survive a crash there) and
@@ -71,6 +91,7 @@ class Lake:
     credentials: object  # dlt's DuckLakeCredentials, resolved
     state_dir: Path
     kind = "ducklake"
+    state_suffix = "lake"
 
     @classmethod
     def from_config(cls, state_dir: Path) -> "Lake":
@@ -108,17 +129,6 @@ class Lake:
     def __str__(self) -> str:
         c = self.credentials.catalog
         return f"ducklake {self.name} (catalog postgres://{c.host}:{c.port or 5432}/{c.database}, data {self.credentials.storage_url})"
-
-    def exists(self) -> bool:
-        return True  # the catalog is created on first attach; an empty one simply has no tables
-
-    @property
-    def lock_path(self) -> Path:
-        return self.state_dir / f"{self.name}.lake.lock"
-
-    @property
-    def pipelines_dir(self) -> Path:
-        return self.state_dir / f".{self.name}.lake.dlt"
 
     def destination(self):
         import dlt
@@ -186,7 +196,7 @@ class Lake:
 
 
 @dataclass
-class MotherDuck:
+class MotherDuck(LocalState):
     """A MotherDuck database (managed DuckDB). dlt's `motherduck` destination does the load.
 
     Settings: DESTINATION__MOTHERDUCK__CREDENTIALS__DATABASE and __PASSWORD (the token), or
@@ -198,6 +208,7 @@ class MotherDuck:
     token: str | None
     state_dir: Path
     kind = "motherduck"
+    state_suffix = "motherduck"
 
     @classmethod
     def from_config(cls, state_dir: Path) -> "MotherDuck":
@@ -219,17 +230,6 @@ class MotherDuck:
 
     def __str__(self) -> str:
         return f"motherduck md:{self.database}"
-
-    def exists(self) -> bool:
-        return True
-
-    @property
-    def lock_path(self) -> Path:
-        return self.state_dir / f"{self.database}.motherduck.lock"
-
-    @property
-    def pipelines_dir(self) -> Path:
-        return self.state_dir / f".{self.database}.motherduck.dlt"
 
     def destination(self):
         import dlt
