@@ -141,8 +141,11 @@ class ChangeDetector:
         self.con = duckdb.connect(config=dict(CONFIG))
         self.con.register("existing_arrow", self.existing)
         self.con.execute("CREATE TABLE existing AS SELECT * FROM existing_arrow")
-        self.con.execute(f"CREATE TABLE fetched ({PRIMARY_KEY} BIGINT)")
         self.con.unregister("existing_arrow")
+        # Ids of the loaded rows, one array per batch, and of the rows set aside. Compared once at
+        # the end of the window: a per-batch check against all earlier ids grew with the window.
+        self.fetched: list[pa.Array] = []
+        self.seen: list[pa.Array] = []
 
     @classmethod
     def for_window(cls, db_path, window: Window) -> "ChangeDetector":
@@ -167,21 +170,16 @@ class ChangeDetector:
         # hash() over the whole row as a struct; shifted to fit a signed BIGINT column.
         hashes = self.con.execute(f"SELECT (hash(b, {ROW_FORMAT_VERSION}) >> 1)::BIGINT AS h FROM batch b").to_arrow_table().column("h")
         self.con.unregister("batch")
-        ids = pa.table({PRIMARY_KEY: table.column(PRIMARY_KEY), "pos": pa.array(range(table.num_rows), pa.int64())})
-        self.con.register("ids", ids)
-        dup = self.con.execute(f"SELECT count(*) FROM ids JOIN fetched USING ({PRIMARY_KEY})").fetchone()[0]
-        if dup:
-            # Rows already handed to dlt cannot be taken back; sync re-reads the window with only
-            # the last occurrence of each id (see sync.last_occurrences).
-            raise CrossBatchDuplicates()
+        ids = table.column(PRIMARY_KEY).combine_chunks()
+        self.fetched.append(ids)
         if self.existing.num_rows:
+            self.con.register("ids", pa.table({PRIMARY_KEY: ids, "pos": pa.array(range(len(ids)), pa.int64())}))
             old = self.con.execute(
                 f"SELECT e.{ROW_HASH} AS old FROM ids LEFT JOIN existing e USING ({PRIMARY_KEY}) ORDER BY ids.pos"
             ).to_arrow_table().column("old")
+            self.con.unregister("ids")
         else:  # nothing stored in this window: every row is new
             old = pa.nulls(table.num_rows, pa.int64())
-        self.con.execute(f"INSERT INTO fetched SELECT {PRIMARY_KEY} FROM ids")
-        self.con.unregister("ids")
         is_new = pc.is_null(old)
         same = pc.fill_null(pc.equal(old, hashes), False)
         n_new = pc.sum(is_new).as_py() or 0
@@ -205,14 +203,29 @@ class ChangeDetector:
     def see(self, ids: list[int]) -> None:
         """Ids the export holds although their rows were set aside: they are not unpublished."""
         if ids:
-            self.con.register("seen_ids", pa.table({PRIMARY_KEY: pa.array(ids, pa.int64())}))
-            self.con.execute(f"INSERT INTO fetched SELECT {PRIMARY_KEY} FROM seen_ids")
-            self.con.unregister("seen_ids")
+            self.seen.append(pa.array(ids, pa.int64()))
+
+    def check_repeats(self) -> None:
+        """An id loaded from two batches: rows already handed to dlt cannot be taken back, so sync
+        re-reads the window with only the last occurrence of each id (see sync.last_occurrences)."""
+        ids = pa.chunked_array(self.fetched, pa.int64())
+        if pc.count_distinct(ids).as_py() != len(ids):
+            raise CrossBatchDuplicates()
+
+    def close(self) -> None:
+        """Free the in-memory database (ids and hashes of the whole window) before the load starts."""
+        self.con.close()
+        self.existing = self.existing.slice(0, 0)
+        self.fetched, self.seen = [], []
 
     def removed_ids(self) -> pa.Array:
-        return self.con.execute(
+        """Stored ids of the window that the export no longer holds."""
+        self.con.register("fetched", pa.table({PRIMARY_KEY: pa.chunked_array(self.fetched + self.seen, pa.int64())}))
+        removed = self.con.execute(
             f"SELECT {PRIMARY_KEY} FROM existing ANTI JOIN fetched USING ({PRIMARY_KEY}) ORDER BY 1"
         ).to_arrow_table().column(PRIMARY_KEY).combine_chunks()
+        self.con.unregister("fetched")
+        return removed
 
 
 def _child_markers(ids: pa.Array) -> pa.Table:
@@ -248,6 +261,12 @@ def window_resource(batches: Iterator[pa.Table], detector: ChangeDetector, expec
 
     @dlt.resource(name=PARENT, max_table_nesting=0)
     def experiences():
+        try:
+            yield from changes()
+        finally:
+            detector.close()
+
+    def changes():
         for table in batches:
             if (aside := set_aside()) is not None:
                 yield aside
@@ -267,6 +286,7 @@ def window_resource(batches: Iterator[pa.Table], detector: ChangeDetector, expec
             yield dlt.mark.with_hints(pa.concat_tables([markers, responses], promote_options="default"), CHILD_HINTS)
         if (aside := set_aside()) is not None:
             yield aside
+        detector.check_repeats()
         received = detector.counts.fetched + detector.counts.duplicates + detector.counts.rejected
         if expected is not None and received < expected:
             raise PortalError(f"the export held {received} experiences where the portal counts {expected}; "
