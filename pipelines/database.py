@@ -10,9 +10,16 @@ import duckdb
 # DuckDB caches up to 80% of RAM by default; a bounded cache keeps a sync's memory flat as the
 # data grows (it spills to disk instead). SPP_DUCKDB_MEMORY_LIMIT overrides it, e.g. "2GB".
 # DuckDB's process memory runs well above this limit (write buffers, per-thread memory the limit
-# does not count): 192MB keeps a 1M-row sync near 600 MB in all (README, Performance).
-MEMORY_LIMIT = os.environ.get("SPP_DUCKDB_MEMORY_LIMIT", "192MB")
-CONFIG = {"memory_limit": MEMORY_LIMIT}
+# does not count): 160MB keeps a 1M-row sync near 550 MB in all (README, Performance).
+MEMORY_LIMIT = os.environ.get("SPP_DUCKDB_MEMORY_LIMIT", "160MB")
+# Row order only matters in the marts (their ORDER BY) and what is copied from them: everywhere
+# else, letting DuckDB insert in any order saves memory and time (measured: README, Performance).
+CONFIG = {"memory_limit": MEMORY_LIMIT, "preserve_insertion_order": False}
+
+
+def keep_order(con: duckdb.DuckDBPyConnection, on: bool = True) -> None:
+    """Make inserts keep the order of their query (a mart's ORDER BY), or let them go in any order."""
+    con.execute(f"SET preserve_insertion_order = {'true' if on else 'false'}")
 
 
 def release_memory() -> None:
@@ -31,13 +38,18 @@ def release_memory() -> None:
 
 def connect(db, read_only: bool = False, published: bool | None = None) -> duckdb.DuckDBPyConnection:
     """`db` is a DuckDB file, or a lake (pipelines.lake) whose read-only connections see, by
-    default, the snapshot of the last finished sync (`published`)."""
+    default, the snapshot of the last finished sync (`published`). Read-only connections (query,
+    report, export) keep row order: a mart read without ORDER BY comes out in its own order."""
     if not isinstance(db, Path):
-        return db.connect(read_only=read_only, published=read_only if published is None else published)
-    try:
-        return duckdb.connect(str(db), read_only=read_only, config=dict(CONFIG))
-    except duckdb.Error as e:
-        raise open_error(db, e, read_only) from None
+        con = db.connect(read_only=read_only, published=read_only if published is None else published)
+    else:
+        try:
+            con = duckdb.connect(str(db), read_only=read_only, config=dict(CONFIG))
+        except duckdb.Error as e:
+            raise open_error(db, e, read_only) from None
+    if read_only:
+        keep_order(con)
+    return con
 
 
 def open_error(db: Path, e: Exception, read_only: bool = False):

@@ -37,7 +37,7 @@ from pathlib import Path
 
 import duckdb
 
-from pipelines.database import connect, table_exists
+from pipelines.database import connect, keep_order, table_exists
 from pipelines.errors import DatabaseError, UsageError
 
 SERVED_SCHEMAS = ("raw", "staging", "intermediate", "marts")
@@ -133,6 +133,7 @@ def publish(db, full: bool = False) -> Path | str:
         else:
             _patch(con, "ops.served_rows_standby" if mode == "standby" else "ops.served_rows", marker)
         con.execute("DETACH serving")  # checkpoints: the file is whole, with no WAL beside it
+        keep_order(con)
         for mart in marts(con):
             con.execute(f"COPY ({_select(con, 'marts', mart)}) TO {_lit(parquet_dir / (mart + '.parquet'))} (FORMAT parquet)")
         if mode == "full":
@@ -223,6 +224,7 @@ def _copy_all(con, marker: list) -> None:
     for schema in SERVED_SCHEMAS:
         con.execute(f"CREATE SCHEMA IF NOT EXISTS serving.{schema}")
     for schema, table in _relations(con):
+        keep_order(con, schema == "marts")
         con.execute(f'CREATE TABLE serving."{schema}"."{table}" AS {_select(con, schema, table)}')
     _mark(con, marker)
 
@@ -245,6 +247,7 @@ def _patch(con, served_rows: str, marker: list) -> None:
         WHERE r._row_hash IS DISTINCT FROM s._row_hash""")
     changed = f"(SELECT {KEY} FROM _served_changed)"
     for schema, table in _relations(con):
+        keep_order(con, schema == "marts")
         if schema == "marts":
             con.execute(f'CREATE OR REPLACE TABLE serving.marts."{table}" AS {_select(con, schema, table)}')
         else:  # raw, staging and intermediate tables hold rows of one experience each
