@@ -1,9 +1,8 @@
 -- Experiences per contact channel (Téléphone, Accueil, Démarche en ligne…) and sentiment.
 with channels as (
 
-    select c.id_experience, c.canal, e.ressenti_usager
-    from intermediate.int_response_channels as c
-    join staging.stg_experiences as e using (id_experience)
+    select id_experience, canal, ressenti_usager
+    from intermediate.int_response_channels
 
 ),
 

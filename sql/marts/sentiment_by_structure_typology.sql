@@ -1,16 +1,14 @@
 -- Sentiment counts and shares per typology and structure, from every slot naming them.
 with slots as (
 
-    select distinct r.id_experience, r.intitule_typologie, r.intitule_structure, e.ressenti_usager
-    from staging.stg_responses as r
-    join staging.stg_experiences as e using (id_experience)
+    select * from intermediate.int_experience_typologies
 
 ),
 
 counted as (
 
-    -- `slots` is distinct and the sentiment belongs to the experience: one row per experience,
-    -- typology and structure, so count(*) counts experiences
+    -- int_experience_typologies has one row per experience, typology and structure, so count(*)
+    -- counts experiences
     select
         intitule_typologie,
         intitule_structure,
