@@ -426,6 +426,9 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # a bug: keep it to one line unless asked
         if args.debug:
             traceback.print_exc()
+        if (oom := errors.out_of_memory(e)) is not None:
+            print(f"spp: error: {oom}", file=sys.stderr)
+            return oom.exit_code
         first = str(e).splitlines()[0] if str(e) else ""
         print(f"spp: unexpected error: {type(e).__name__}: {first} (run again with --debug and report it)", file=sys.stderr)
         return errors.FAILED

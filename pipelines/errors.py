@@ -51,3 +51,18 @@ class QueryError(SppError):
 
 class LockedError(SppError):
     exit_code = LOCKED
+
+
+def out_of_memory(e: BaseException) -> DatabaseError | None:
+    """DuckDB's Out of Memory error anywhere in the chain (dlt wraps it), as one line with the fix."""
+    import duckdb
+
+    from pipelines.database import MEMORY_LIMIT
+
+    while e is not None:
+        if isinstance(e, duckdb.OutOfMemoryException):
+            first = str(e).splitlines()[0]
+            return DatabaseError(f"DuckDB needed more than SPP_DUCKDB_MEMORY_LIMIT={MEMORY_LIMIT} ({first}); "
+                                 "raise it (e.g. SPP_DUCKDB_MEMORY_LIMIT=512MB) and run again")
+        e = e.__cause__ or e.__context__
+    return None

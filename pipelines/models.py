@@ -171,8 +171,8 @@ def _slices(con, rows: int) -> list[tuple[int, int]]:
 def _model_error(m: Model, sql_dir: Path, e: Exception) -> ModelError:
     first = str(e).splitlines()[0]
     hint = ""
-    if "Out of Memory" in first:
-        hint = f"; raise SPP_DUCKDB_MEMORY_LIMIT (now {MEMORY_LIMIT}) and run `spp models`"
+    if isinstance(e, duckdb.OutOfMemoryException):
+        hint = f"; raise SPP_DUCKDB_MEMORY_LIMIT (now {MEMORY_LIMIT}, e.g. to 512MB) and run `spp models`"
     return ModelError(f"model {m.qualified} ({m.path.relative_to(sql_dir.parent)}) failed: {first}{hint}")
 
 

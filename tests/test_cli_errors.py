@@ -63,3 +63,20 @@ def test_query_is_read_only_and_sql_errors_are_one_line(tmp_path, small_data, ma
     assert out.stdout.splitlines() == ["n", "600"]
     out = spp("query", "SELECT 1 AS a", "--db", str(tmp_path / "missing.duckdb"))
     assert out.returncode == 5 and "no database" in out.stderr
+
+
+@pytest.mark.parametrize("limit", ["2MB", "8MB"])
+def test_duckdb_out_of_memory_is_one_line_naming_the_setting(limit, tmp_path, small_data, make_replica):
+    replica = make_replica(small_data)
+    db = tmp_path / "spp.duckdb"
+    spp("sync", "--base-url", replica.url, "--db", str(db), check=True)
+    before = table_dump(db)
+    # Too small a limit, wherever DuckDB hits it (opening, a model, a data test): one line naming
+    # the setting and its value, a documented exit code, the database as it was.
+    out = spp("models", "--db", str(db), env={"SPP_DUCKDB_MEMORY_LIMIT": limit})
+    lines = out.stderr.strip().splitlines()
+    assert out.returncode in (5, 6), out.stderr
+    assert len(lines) == 1 and lines[0].startswith("spp: error:") and "Out of Memory" in lines[0], out.stderr
+    assert "SPP_DUCKDB_MEMORY_LIMIT" in lines[0] and limit in lines[0]
+    assert table_dump(db) == before
+    assert spp("models", "--db", str(db)).returncode == 0
