@@ -13,7 +13,9 @@ import os as _os
 DLT_DEFAULTS = {
     "LOAD__TRUNCATE_STAGING_DATASET": "true",  # no second copy of each load left in raw_staging
     "RUNTIME__DLTHUB_TELEMETRY": "false",      # no network calls besides the portal
-    "RUNTIME__LOG_LEVEL": "ERROR",             # dlt's schema chatter is not for cron logs
+    # dlt's schema chatter and retry tracebacks are not for cron logs: every failure reaches the
+    # user as spp's one line (`spp --debug` shows dlt's warnings and errors).
+    "RUNTIME__LOG_LEVEL": "CRITICAL",
 }
 for _key, _value in DLT_DEFAULTS.items():
     _os.environ.setdefault(_key, _value)

@@ -13,6 +13,7 @@ import csv
 import datetime as dt
 import json
 import logging
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -409,6 +410,8 @@ def main(argv: list[str] | None = None) -> int:
     quiet = getattr(args, "quiet", False)
     logging.basicConfig(level=logging.DEBUG if args.debug else (logging.WARNING if quiet else logging.INFO),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    if args.debug and os.environ.get("RUNTIME__LOG_LEVEL") == "CRITICAL":  # our default, not the user's
+        os.environ["RUNTIME__LOG_LEVEL"] = "WARNING"
     if not args.debug:
         # Per-request lines from httpx and dlt's schema chatter drown the progress lines.
         logging.getLogger("httpx").setLevel(logging.WARNING)

@@ -53,16 +53,24 @@ class LockedError(SppError):
     exit_code = LOCKED
 
 
+def chain(e: BaseException | None):
+    """`e`, then its causes and contexts, each once (a chain can loop back on itself)."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        yield e
+        e = e.__cause__ or e.__context__
+
+
 def out_of_memory(e: BaseException) -> DatabaseError | None:
     """DuckDB's Out of Memory error anywhere in the chain (dlt wraps it), as one line with the fix."""
     import duckdb
 
     from pipelines.database import MEMORY_LIMIT
 
-    while e is not None:
-        if isinstance(e, duckdb.OutOfMemoryException):
-            first = str(e).splitlines()[0]
+    for inner in chain(e):
+        if isinstance(inner, duckdb.OutOfMemoryException) or "Out of Memory Error" in str(inner).split("\n", 1)[0]:
+            first = str(inner).splitlines()[0]
             return DatabaseError(f"DuckDB needed more than SPP_DUCKDB_MEMORY_LIMIT={MEMORY_LIMIT} ({first}); "
                                  "raise it (e.g. SPP_DUCKDB_MEMORY_LIMIT=512MB) and run again")
-        e = e.__cause__ or e.__context__
     return None

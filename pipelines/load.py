@@ -26,7 +26,7 @@ import pyarrow.compute as pc
 from dlt.destinations.impl.duckdb.configuration import DuckDbCredentials
 
 from pipelines.database import CONFIG, connect, release_memory, table_exists
-from pipelines.errors import DatabaseError, PortalError, SppError
+from pipelines.errors import DatabaseError, PortalError, SppError, chain, out_of_memory
 from pipelines.fields import CURSOR, PRIMARY_KEY
 from pipelines.reshape import split
 
@@ -350,13 +350,13 @@ def run_window(pipeline: dlt.Pipeline, resource, checkpoint=None) -> None:
 
 
 def _explain(e: Exception) -> Exception:
-    inner = e
-    while inner.__cause__ is not None or inner.__context__ is not None:
+    """The error to show for a failed dlt step: ours if dlt wrapped one, else a known DuckDB cause."""
+    inner = None
+    for inner in chain(e):
         if isinstance(inner, (SppError, CrossBatchDuplicates)):
             return inner
-        inner = inner.__cause__ or inner.__context__
-    if isinstance(inner, (SppError, CrossBatchDuplicates)):
-        return inner
+    if (oom := out_of_memory(e)) is not None:
+        return oom
     text = str(inner)
     if "lock" in text.lower() and "conflicting" in text.lower():
         return DatabaseError("the database file is open in another program (a BI tool or DuckDB shell?); "
