@@ -10,7 +10,7 @@ import duckdb
 # DuckDB caches up to 80% of RAM by default; a bounded cache keeps a sync's memory flat as the
 # data grows (it spills to disk instead). SPP_DUCKDB_MEMORY_LIMIT overrides it, e.g. "2GB".
 # DuckDB's process memory runs well above this limit (write buffers, per-thread memory the limit
-# does not count): 160MB keeps a 1M-row sync near 550 MB in all (README, Performance).
+# does not count): 160MB keeps a 1M-row sync near 520 MB in all (README, Performance).
 MEMORY_LIMIT = os.environ.get("SPP_DUCKDB_MEMORY_LIMIT", "160MB")
 # Row order only matters in the marts (their ORDER BY) and what is copied from them: everywhere
 # else, letting DuckDB insert in any order saves memory and time (measured: README, Performance).

@@ -62,15 +62,26 @@ def chain(e: BaseException | None):
         e = e.__cause__ or e.__context__
 
 
-def out_of_memory(e: BaseException) -> DatabaseError | None:
-    """DuckDB's Out of Memory error anywhere in the chain (dlt wraps it), as one line with the fix."""
-    import duckdb
-
+def memory_advice() -> str:
     from pipelines.database import MEMORY_LIMIT
 
+    return f"raise SPP_DUCKDB_MEMORY_LIMIT (now {MEMORY_LIMIT}), e.g. SPP_DUCKDB_MEMORY_LIMIT=512MB"
+
+
+def is_out_of_memory(e: BaseException | str) -> bool:
+    """DuckDB's error, or a message that dlt kept of it (a failed load job keeps only the text)."""
+    import duckdb
+
+    return isinstance(e, duckdb.OutOfMemoryException) or "Out of Memory Error" in str(e).split("\n", 1)[0]
+
+
+def out_of_memory(e: BaseException) -> DatabaseError | None:
+    """DuckDB's Out of Memory error anywhere in the chain (dlt wraps it), as one line with the fix."""
     for inner in chain(e):
-        if isinstance(inner, duckdb.OutOfMemoryException) or "Out of Memory Error" in str(inner).split("\n", 1)[0]:
-            first = str(inner).splitlines()[0]
-            return DatabaseError(f"DuckDB needed more than SPP_DUCKDB_MEMORY_LIMIT={MEMORY_LIMIT} ({first}); "
-                                 "raise it (e.g. SPP_DUCKDB_MEMORY_LIMIT=512MB) and run again")
+        if is_out_of_memory(inner):
+            return memory_error(str(inner))
     return None
+
+
+def memory_error(duckdb_message: str) -> DatabaseError:
+    return DatabaseError(f"DuckDB ran out of memory ({duckdb_message.splitlines()[0]}); {memory_advice()} and run again")

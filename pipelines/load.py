@@ -26,7 +26,7 @@ import pyarrow.compute as pc
 from dlt.destinations.impl.duckdb.configuration import DuckDbCredentials
 
 from pipelines.database import CONFIG, connect, release_memory, table_exists
-from pipelines.errors import DatabaseError, PortalError, SppError, chain, out_of_memory
+from pipelines.errors import DatabaseError, PortalError, SppError, chain, is_out_of_memory, memory_error, out_of_memory
 from pipelines.fields import CURSOR, PRIMARY_KEY
 from pipelines.reshape import split
 
@@ -346,7 +346,10 @@ def run_window(pipeline: dlt.Pipeline, resource, checkpoint=None) -> None:
     except Exception as e:  # dlt wraps everything in PipelineStepFailed
         raise _explain(e) from e
     if info.has_failed_jobs:
-        raise DatabaseError(f"the load into DuckDB failed: {info.load_packages[0].jobs['failed_jobs'][0].failed_message}")
+        message = info.load_packages[0].jobs["failed_jobs"][0].failed_message or ""
+        if is_out_of_memory(message):
+            raise memory_error(message)
+        raise DatabaseError(f"the load into DuckDB failed: {(message.splitlines() or [''])[0]}")
 
 
 def _explain(e: Exception) -> Exception:

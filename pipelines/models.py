@@ -42,8 +42,8 @@ from pathlib import Path
 
 import duckdb
 
-from pipelines.database import MEMORY_LIMIT, connect, keep_order, table_exists
-from pipelines.errors import DatabaseError, ModelError
+from pipelines.database import connect, keep_order, table_exists
+from pipelines.errors import DatabaseError, ModelError, is_out_of_memory, memory_advice
 from pipelines.fields import FIELDS, SLOT_FIELD_RE, SLOT_FIELDS
 
 SQL_DIR = Path(__file__).resolve().parents[1] / "sql"
@@ -170,9 +170,7 @@ def _slices(con, rows: int) -> list[tuple[int, int]]:
 
 def _model_error(m: Model, sql_dir: Path, e: Exception) -> ModelError:
     first = str(e).splitlines()[0]
-    hint = ""
-    if isinstance(e, duckdb.OutOfMemoryException):
-        hint = f"; raise SPP_DUCKDB_MEMORY_LIMIT (now {MEMORY_LIMIT}, e.g. to 512MB) and run `spp models`"
+    hint = f"; {memory_advice()} and run `spp models`" if is_out_of_memory(e) else ""
     return ModelError(f"model {m.qualified} ({m.path.relative_to(sql_dir.parent)}) failed: {first}{hint}")
 
 
@@ -238,7 +236,8 @@ def build_models(db, sql_dir: Path = SQL_DIR, on_model=None, full: bool = False)
         upstream = {"staging.src_experiences", "staging.src_responses"}
         upstream |= {m.qualified for m in models if m.incremental}
         # The per-experience layers are built a slice of experiences at a time, so that their joins
-        # and aggregates hold one slice in memory, never the whole dataset.
+        # and aggregates hold one slice in memory, never the whole dataset. Their row order is free.
+        keep_order(con, False)
         for i, (lo, hi) in enumerate(_slices(con, SLICE_ROWS)):
             con.execute(f"CREATE OR REPLACE TEMP TABLE _changed AS SELECT {KEY} FROM _all_changed "
                         f"WHERE {KEY} >= {lo} AND {KEY} <= {hi}")
@@ -247,7 +246,6 @@ def build_models(db, sql_dir: Path = SQL_DIR, on_model=None, full: bool = False)
                     continue
                 if on_model and i == 0:
                     on_model(m.name)
-                keep_order(con, False)
                 try:
                     if incremental:
                         con.execute(f"DELETE FROM {m.qualified} WHERE {KEY} IN (SELECT {KEY} FROM _changed)")
@@ -261,12 +259,12 @@ def build_models(db, sql_dir: Path = SQL_DIR, on_model=None, full: bool = False)
                         f"SELECT column_name FROM (DESCRIBE {m.qualified})").fetchall()]:
                     raise ModelError(f"model {m.qualified} ({m.path.relative_to(sql_dir.parent)}) has no {KEY} column: "
                                      f"{'/'.join(INCREMENTAL_LAYERS)} models are kept up to date by experience")
+        keep_order(con, True)  # a mart's ORDER BY is how BI tools read it
         for m in models:
             if m.incremental:
                 continue
             if on_model:
                 on_model(m.name)
-            keep_order(con, True)  # a mart's ORDER BY is how BI tools read it
             try:
                 con.execute(f"CREATE OR REPLACE {m.kind} {m.qualified} AS\n{m.sql}")
             except duckdb.Error as e:

@@ -117,7 +117,8 @@ def postgres_server():
     if bindir is None:
         if os.environ.get("SPP_REQUIRE_POSTGRES"):
             pytest.fail("PostgreSQL is required (SPP_REQUIRE_POSTGRES=1) but no initdb was found")
-        pytest.skip("no PostgreSQL server binaries (apt-get install postgresql) for the DuckLake tests")
+        pytest.skip("no PostgreSQL server binaries for the DuckLake tests: apt-get install postgresql "
+                    "(CI installs it and sets SPP_REQUIRE_POSTGRES=1, which makes this a failure)")
     # PostgreSQL refuses to run as root: run it as the postgres user the Debian package creates,
     # in a folder of its own (pytest's temporary folders are private to root).
     root = Path(tempfile.mkdtemp(prefix="spp-pg-"))
